@@ -1,0 +1,57 @@
+"""Exponential moving average of the weights (Polyak averaging; Ho et al. 2020 use decay 0.9999).
+
+Built on Lightning's :class:`~lightning.pytorch.callbacks.WeightAveraging`, which keeps the average in a
+:class:`torch.optim.swa_utils.AveragedModel`, swaps it in for validation and writes it to the checkpoint's
+``state_dict`` (the raw weights go to ``current_model_state``), so ``load_from_checkpoint`` gives the EMA
+model and resuming restores both.  Added here: the decay warm-up min(decay, (1+n)/(10+n)) of
+TensorFlow's ExponentialMovingAverage (used by the DDPM and score SDE code), an update interval and a
+start step, and the module keeps its raw weights after fit.
+"""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch.callbacks import WeightAveraging
+
+from lit_diffusion.models.base import DiffusionModule
+
+
+class EMA(WeightAveraging):
+    """EMA of all parameters and buffers, updated every ``update_every`` optimizer steps.
+
+    Args:
+        decay: target decay β of θ_ema ← β θ_ema + (1 − β) θ.
+        warmup: use min(β, (1+n)/(10+n)) after n updates, so early averages are not dominated by the init.
+        update_every: optimizer steps between updates.
+        start_step: first optimizer step (0-based) that updates the average.
+    """
+
+    def __init__(self, decay: float = 0.9999, warmup: bool = True, update_every: int = 1, start_step: int = 0):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must lie in [0, 1), got {decay}")
+        self.decay = decay
+        self.warmup = warmup
+        self.update_every = update_every
+        self.start_step = start_step
+        super().__init__(multi_avg_fn=self._average, use_buffers=True)
+
+    def effective_decay(self, num_averaged: int) -> float:
+        return min(self.decay, (1 + num_averaged) / (10 + num_averaged)) if self.warmup else self.decay
+
+    def _average(self, ema_params: list, params: list, num_averaged: torch.Tensor) -> None:
+        weight = 1.0 - self.effective_decay(int(num_averaged))
+        floating = [(e, p) for e, p in zip(ema_params, params) if e.is_floating_point()]
+        if floating:
+            ema, current = zip(*floating)
+            torch._foreach_lerp_(list(ema), list(current), weight)
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        return step_idx is not None and step_idx >= self.start_step and (step_idx + 1) % self.update_every == 0
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        """Keep the raw weights in the module (Lightning's default would overwrite them with the average)."""
+
+    @property
+    def averaged_module(self) -> DiffusionModule | None:
+        """The EMA copy of the LightningModule (None outside fit)."""
+        return None if self._average_model is None else self._average_model.module

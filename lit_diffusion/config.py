@@ -1,0 +1,51 @@
+"""Instantiating configs safely.
+
+Model configs travel inside checkpoints, so building objects from them must not run arbitrary code: a
+``_target_`` is only followed when it lies under one of :data:`TRUSTED_PREFIXES`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hydra.utils
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from lit_diffusion.errors import UserError
+
+TRUSTED_PREFIXES = ("lit_diffusion.", "torch.optim.", "torch.nn.")
+
+
+def to_plain(cfg: Any) -> Any:
+    """A resolved config as plain dicts/lists (what checkpoints can store without pickled classes)."""
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def _check_targets(cfg: Any) -> None:
+    if isinstance(cfg, dict):
+        target = cfg.get("_target_")
+        if target is not None and not str(target).startswith(TRUSTED_PREFIXES):
+            raise UserError(
+                f"refusing to build '{target}': only targets under {', '.join(TRUSTED_PREFIXES)} are allowed "
+                "in model configs (they are stored in checkpoints and must not run arbitrary code)"
+            )
+        for value in cfg.values():
+            _check_targets(value)
+    elif isinstance(cfg, list):
+        for value in cfg:
+            _check_targets(value)
+
+
+def safe_instantiate(cfg: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` restricted to trusted targets."""
+    cfg = to_plain(cfg)
+    _check_targets(cfg)
+    return hydra.utils.instantiate(cfg, **kwargs)
+
+
+def trusted_class(path: str) -> type:
+    """Resolve a dotted class path, refusing anything outside the trusted prefixes."""
+    _check_targets({"_target_": path})
+    return hydra.utils.get_class(path)

@@ -1,0 +1,34 @@
+"""User-facing errors.
+
+A :class:`UserError` is a mistake the user can fix (a wrong override, a missing dataset, a path that is
+not a checkpoint).  The entry points catch it, print its one-paragraph message and exit with status 2,
+without a traceback.  Everything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable, TypeVar
+
+F = TypeVar("F", bound=Callable)
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A problem with the user's input: the message names the problem and how to fix it."""
+
+
+def exit_on_user_error(fn: F) -> F:
+    """Decorate an entry point so that a :class:`UserError` becomes one message and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            print(f"lit_diffusion error: {err}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,142 @@
+"""The thin LightningModule every framework shares (sgm-style: glue around swappable parts).
+
+A framework subclass supplies two things: its training objective (:meth:`DiffusionModule.loss`) and its
+denoiser D(x, σ) (:meth:`DiffusionModule.denoise`), the one interface every sampler uses.  Everything
+else — optimisation, deterministic per-step randomness, sampling, checkpoint metadata — lives here.
+"""
+
+from __future__ import annotations
+
+import functools
+from abc import abstractmethod
+from typing import Any, Callable
+
+import lightning as L
+import torch
+from torch import Tensor
+
+import lit_diffusion
+from lit_diffusion.config import safe_instantiate
+from lit_diffusion.errors import UserError
+from lit_diffusion.sampling import SampleResult, generate
+
+CHECKPOINT_KEY = "lit_diffusion"
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+def step_seed(seed: int, step: int) -> int:
+    """Seed for the training randomness (noise levels, ε, dropout) of one optimizer step."""
+    return (seed * 1_000_003 + step) % (2**63)
+
+
+class DiffusionModule(L.LightningModule):
+    """Network + forward process + objective + optimizer.
+
+    Args:
+        network: config of the ``nn.Module`` (Hydra ``network`` group).
+        process: config of the forward process (Hydra ``process`` group).
+        optimizer: partial optimizer config, e.g. ``{_target_: torch.optim.Adam, _partial_: true, lr: 2e-4}``.
+        sampler: default sampler config, used by sample grids and the ``sample`` entry.
+        image_shape: (C, H, W) of the data.
+        lr_warmup_steps: linear learning-rate warm-up (Ho et al. 2020 use 5000 steps).
+        seed: base seed; the training randomness of step k is a function of (seed, k) only, which makes
+            resuming from a checkpoint bit-exact.
+    """
+
+    def __init__(
+        self,
+        network: dict,
+        process: dict,
+        optimizer: dict,
+        sampler: dict,
+        image_shape: list[int],
+        lr_warmup_steps: int = 0,
+        seed: int = 0,
+        run_config: dict | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["run_config"])
+        self.network = safe_instantiate(network)
+        self.process = safe_instantiate(process)
+        self.run_config = run_config
+
+    # --- what a framework defines --------------------------------------------------------------------
+    @abstractmethod
+    def loss(self, x0: Tensor, class_labels: Tensor | None = None) -> Tensor:
+        """The training objective on a batch of clean images in [-1, 1]."""
+
+    @abstractmethod
+    def denoise(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
+        """D(x, σ): the estimate of x_0 from x = x_0 + σ ε (scaled coordinates), σ of shape (B,)."""
+
+    # --- training ------------------------------------------------------------------------------------
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        torch.manual_seed(step_seed(self.hparams.seed, self.global_step))
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss = self.loss(batch["image"], batch.get("label"))
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"the training loss became {loss.item()} at step {self.global_step}. Checkpoints written "
+                "before this step are kept in the run's checkpoints/ folder. Lower the learning rate "
+                "(model.optimizer.lr=...), enable gradient clipping (trainer.gradient_clip_val=1.0) or use "
+                "full precision (trainer.precision=32), then resume with ckpt_path=<last good checkpoint>."
+            )
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        # Validation noise is fixed per batch so that the curve only moves with the weights.
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(batch_idx)
+            loss = self.loss(batch["image"], batch.get("label"))
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = safe_instantiate(self.hparams.optimizer)(self.parameters())
+        warmup = self.hparams.lr_warmup_steps
+        if warmup <= 0:
+            return optimizer
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # --- sampling ------------------------------------------------------------------------------------
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.hparams.image_shape)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        num_samples: int,
+        sampler: dict | None = None,
+        seed: int = 0,
+        class_labels: Tensor | None = None,
+        on_call: Callable[[], None] | None = None,
+    ) -> SampleResult:
+        """Draw images in [-1, 1] with a sampler config (default: the model's), from a fixed seed."""
+        generator = torch.Generator(self.device).manual_seed(seed)
+        denoiser = functools.partial(self.denoise, class_labels=class_labels)
+        was_training = self.training
+        self.eval()
+        try:
+            result = generate(
+                denoiser, self.process, (num_samples, *self.image_shape), sampler or self.hparams.sampler,
+                generator=generator, on_call=on_call,
+            )
+        finally:
+            self.train(was_training)
+        result.images = result.images.clamp(-1, 1)
+        return result
+
+    # --- checkpoints ---------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        cls = type(self)
+        checkpoint[CHECKPOINT_KEY] = {
+            "version": lit_diffusion.__version__,
+            "model_class": f"{cls.__module__}.{cls.__qualname__}",
+            "config": self.run_config,
+        }

@@ -1,0 +1,66 @@
+"""The forward-process interface shared by every framework.
+
+Every process in the survey's generic framework (§2: DDPM, NCSN, score SDEs, EDM) has Gaussian marginals
+
+    q(x_σ | x_0) = N(s(σ) x_0, s(σ)² σ² I),
+
+i.e. ``x = s(σ) (x_0 + σ ε)`` (Karras et al. 2022, Eq. 4 notation).  Samplers work in the *scaled*
+coordinates ``y = x / s(σ) = x_0 + σ ε`` and index time by the noise level σ, so one sampler runs on
+every process; a process only says how its own coordinates relate to them (:meth:`scale`), where its
+prior lies (:meth:`prior_sample`) and which σ grid it samples on (:meth:`sigma_grid`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor, nn
+
+
+class DiffusionProcess(nn.Module, ABC):
+    """A forward noising process, seen through its noise level σ.
+
+    Subclasses are ``nn.Module`` so that their tables follow the model across devices; the tables are
+    non-persistent buffers, derived from the constructor arguments stored in the model's config.
+    """
+
+    @property
+    @abstractmethod
+    def sigma_min(self) -> float:
+        """Smallest noise level the process is trained on."""
+
+    @property
+    @abstractmethod
+    def sigma_max(self) -> float:
+        """Noise level of the prior."""
+
+    @abstractmethod
+    def scale(self, sigma: Tensor) -> Tensor:
+        """s(σ): the factor between the process's own coordinates and the scaled ones (1 for VE)."""
+
+    @abstractmethod
+    def sigma_grid(self, steps: int | None = None, **options) -> Tensor:
+        """Decreasing noise levels σ_0 > σ_1 > … > σ_{steps-1} > 0 for a sampler, with a final 0 appended."""
+
+    @property
+    @abstractmethod
+    def prior_std(self) -> float:
+        """Standard deviation of the prior p_T in scaled coordinates.
+
+        A VP process has prior N(0, I) in its own coordinates, i.e. std 1/s(σ_max) = √(1 + σ_max²) once
+        scaled; a VE process has N(0, σ_max² I).
+        """
+
+    def prior_sample(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> Tensor:
+        """Draw x_T ~ p_T in scaled coordinates."""
+        return self.prior_std * torch.randn(shape, generator=generator, device=self._device())
+
+    def _device(self) -> torch.device:
+        buffers = list(self.buffers())
+        return buffers[0].device if buffers else torch.device("cpu")
+
+
+def expand_like(coef: Tensor, like: Tensor) -> Tensor:
+    """Broadcast a per-sample coefficient of shape (B,) against a batch, in the batch's dtype."""
+    return coef.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))

@@ -1,0 +1,80 @@
+"""Training entry point (and the main job): ``python -m lit_diffusion.run [experiment=NAME] [key=value ...]``.
+
+Builds the DataModule, model, callbacks, loggers and Trainer from the Hydra config and fits; with
+``ckpt_path=PATH`` it resumes exactly where the checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import hydra
+import lightning as L
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig
+
+from lit_diffusion.callbacks import SampleGrid
+from lit_diffusion.checkpoint import load_checkpoint
+from lit_diffusion.config import to_plain, trusted_class
+from lit_diffusion.errors import exit_on_user_error
+from lit_diffusion.models.base import DiffusionModule
+
+
+def build_model(cfg: DictConfig) -> DiffusionModule:
+    """The LightningModule of ``cfg.model``, built from plain (checkpoint-safe) arguments."""
+    kwargs = to_plain(cfg.model)
+    cls = trusted_class(kwargs.pop("_target_"))
+    return cls(**kwargs, run_config=to_plain(cfg))
+
+
+def _wandb_reachable(timeout: float = 2.0) -> bool:
+    try:
+        socket.create_connection(("api.wandb.ai", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    loggers = []
+    for name, logger_cfg in (cfg.get("logger") or {}).items():
+        if logger_cfg is None:
+            continue
+        if logger_cfg.get("_target_", "").endswith("WandbLogger") and not logger_cfg.get("offline"):
+            has_key = bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").is_file()
+            if not (has_key and _wandb_reachable()):
+                print("W&B: no account or no network found; logging offline (upload later with `wandb sync`).")
+                logger_cfg = {**to_plain(logger_cfg), "offline": True}
+        loggers.append(hydra.utils.instantiate(logger_cfg))
+    return loggers
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit the configured model; returns the final metrics and the paths of the last checkpoint and grid."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.ckpt_path is not None:
+        load_checkpoint(cfg.ckpt_path)  # a clear error before anything is built
+    datamodule = hydra.utils.instantiate(cfg.data)
+    model = build_model(cfg)
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg) or False)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    grid = next((c.last_path for c in callbacks if isinstance(c, SampleGrid)), None)
+    checkpoint = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else None
+    print(f"finished at step {trainer.global_step}: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+    print(f"last checkpoint: {checkpoint}\nlast sample grid: {grid}")
+    return {"metrics": metrics, "checkpoint": checkpoint, "sample_grid": str(grid) if grid else None}
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="config")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

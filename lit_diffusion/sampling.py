@@ -1,0 +1,74 @@
+"""From a denoiser and a sampler config to images: the one place where a sampler is set up and run.
+
+A sampler config (Hydra group ``sampler``) names an algorithm of :data:`lit_diffusion.samplers.ALGORITHMS`,
+the number of steps and options of the σ grid; every other key is passed to the algorithm::
+
+    {algorithm: ddim, steps: 50, grid: {spacing: leading}, eta: 0.0, clip_denoised: true}
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import Tensor
+
+from lit_diffusion.errors import UserError
+from lit_diffusion.processes.base import DiffusionProcess
+from lit_diffusion.samplers import ALGORITHMS
+
+Denoiser = Callable[[Tensor, Tensor], Tensor]
+
+
+class CountingDenoiser:
+    """Wrap a denoiser to count its network function evaluations (NFE) and report progress."""
+
+    def __init__(self, denoiser: Denoiser, clip_denoised: bool = False, on_call: Callable[[], None] | None = None):
+        self.denoiser = denoiser
+        self.clip_denoised = clip_denoised
+        self.on_call = on_call
+        self.nfe = 0
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        self.nfe += 1
+        x0 = self.denoiser(x, sigma)
+        if self.on_call is not None:
+            self.on_call()
+        return x0.clamp(-1, 1) if self.clip_denoised else x0
+
+
+@dataclass
+class SampleResult:
+    images: Tensor
+    nfe: int
+
+
+def generate(
+    denoiser: Denoiser,
+    process: DiffusionProcess,
+    shape: tuple[int, ...],
+    sampler: Mapping[str, Any],
+    generator: torch.Generator | None = None,
+    on_call: Callable[[], None] | None = None,
+) -> SampleResult:
+    """Draw ``shape[0]`` samples: x_T from the prior, then the configured algorithm down the σ grid."""
+    options = dict(sampler)
+    name = options.pop("algorithm", None)
+    if name not in ALGORITHMS:
+        raise UserError(f"unknown sampler algorithm '{name}': choose one of {', '.join(sorted(ALGORITHMS))}")
+    sigmas = process.sigma_grid(options.pop("steps", None), **dict(options.pop("grid", None) or {}))
+    counted = CountingDenoiser(denoiser, options.pop("clip_denoised", False), on_call)
+    x = process.prior_sample(shape, generator=generator)
+    algorithm = ALGORITHMS[name]
+    accepted = set(inspect.signature(algorithm).parameters) - {"denoiser", "x", "sigmas", "process", "generator"}
+    if unknown := sorted(set(options) - accepted):
+        raise UserError(f"sampler '{name}' has no option {unknown}; its options are {sorted(accepted)}")
+    images = algorithm(counted, x, sigmas, process=process, generator=generator, **options)
+    return SampleResult(images, counted.nfe)
+
+
+def num_sampler_steps(process: DiffusionProcess, sampler: Mapping[str, Any]) -> int:
+    """Number of σ-grid intervals a sampler config walks (for progress bars)."""
+    return len(process.sigma_grid(sampler.get("steps"), **dict(sampler.get("grid") or {}))) - 1
