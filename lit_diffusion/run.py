@@ -65,7 +65,7 @@ def train(cfg: DictConfig) -> dict:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     grid = next((c.last_path for c in callbacks if isinstance(c, SampleGrid)), None)
     checkpoint = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else None
-    print(f"finished at step {trainer.global_step}: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+    print(f"finished at step {trainer.global_step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
     print(f"last checkpoint: {checkpoint}\nlast sample grid: {grid}")
     return {"metrics": metrics, "checkpoint": checkpoint, "sample_grid": str(grid) if grid else None}
 

@@ -62,6 +62,7 @@ class DiffusionModule(L.LightningModule):
         self.network = safe_instantiate(network)
         self.process = safe_instantiate(process)
         self.run_config = run_config
+        self.class_conditional = network.get("num_classes") is not None
 
     # --- what a framework defines --------------------------------------------------------------------
     @abstractmethod
@@ -76,8 +77,17 @@ class DiffusionModule(L.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         torch.manual_seed(step_seed(self.hparams.seed, self.global_step))
 
+    def _labels(self, batch: dict) -> Tensor | None:
+        """Class labels of a batch, for class-conditional networks only."""
+        if not self.class_conditional:
+            return None
+        if "label" not in batch:
+            raise UserError("the network is class-conditional (network.num_classes is set) but the dataset "
+                            "has no labels; set network.num_classes=null or use a labelled dataset")
+        return batch["label"]
+
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss = self.loss(batch["image"], batch.get("label"))
+        loss = self.loss(batch["image"], self._labels(batch))
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"the training loss became {loss.item()} at step {self.global_step}. Checkpoints written "
@@ -92,7 +102,7 @@ class DiffusionModule(L.LightningModule):
         # Validation noise is fixed per batch so that the curve only moves with the weights.
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(batch_idx)
-            loss = self.loss(batch["image"], batch.get("label"))
+            loss = self.loss(batch["image"], self._labels(batch))
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self) -> Any:

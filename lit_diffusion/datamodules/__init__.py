@@ -1,0 +1,16 @@
+"""Image DataModules: batches are ``{"image": (B, C, H, W) float in [-1, 1], "label": (B,) long}``."""
+
+from lit_diffusion.datamodules.base import EpochShuffleSampler, ImageDataModule
+from lit_diffusion.datamodules.cifar10 import CIFAR10DataModule
+from lit_diffusion.datamodules.fashion_mnist import FashionMNISTDataModule
+from lit_diffusion.datamodules.image_folder import ImageFolderDataModule
+from lit_diffusion.datamodules.mnist import MNISTDataModule
+
+__all__ = [
+    "CIFAR10DataModule",
+    "EpochShuffleSampler",
+    "FashionMNISTDataModule",
+    "ImageDataModule",
+    "ImageFolderDataModule",
+    "MNISTDataModule",
+]

@@ -1,0 +1,271 @@
+"""What every image DataModule shares: the transform, the datasets, the epoch-seeded sampler, the base class.
+
+A concrete DataModule only says where its images are: :meth:`ImageDataModule.load_splits` returns a train
+split and, when the dataset has one, a test split (used for validation); each split is a sequence of images
+(uint8 arrays or file paths) and their labels or ``None``.  Everything else lives here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning
+import numpy as np
+import torch
+import torchvision.transforms as T
+import torchvision.transforms.functional as TF
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+from lit_diffusion.errors import UserError
+
+Split = tuple[Sequence[Any], Sequence[int] | None]
+"""Images (uint8 arrays of shape (H, W) or (H, W, C), or image file paths) and their labels, or None."""
+
+
+class CenterSquareCrop:
+    """Crop a PIL image to the centred square whose side is its shorter edge."""
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return TF.center_crop(image, [min(image.size)])
+
+
+def image_transform(image_size: int, center_crop: bool) -> T.Compose:
+    """PIL image -> float tensor in [-1, 1]: optional square crop, resize (a no-op at the right size), scale."""
+    steps: list[Any] = [CenterSquareCrop()] if center_crop else []
+    steps += [
+        T.Resize((image_size, image_size), interpolation=T.InterpolationMode.BICUBIC),
+        T.ToTensor(),
+        T.Normalize([0.5], [0.5]),  # [0, 1] -> [-1, 1]: 0 -> -1.0 and 255 -> 1.0 exactly
+    ]
+    return T.Compose(steps)
+
+
+class ImageDataset(Dataset):
+    """Images with optional labels as sample dicts ``{"image": (C, H, W) in [-1, 1], "label": int}``."""
+
+    def __init__(self, images: Sequence[Any], labels: Sequence[int] | None, mode: str, transform: T.Compose):
+        if labels is not None and len(labels) != len(images):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels, self.mode, self.transform = images, labels, mode, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.images[index]
+        if isinstance(item, (str, Path)):
+            with Image.open(item) as file:
+                image = file.convert(self.mode)
+        else:
+            image = Image.fromarray(item).convert(self.mode)
+        sample = {"image": self.transform(image)}
+        if self.labels is not None:
+            sample["label"] = int(self.labels[index])
+        return sample
+
+
+class HorizontalFlipViews(Dataset):
+    """Two views of a dataset: index ``i`` is item ``i``, index ``len + i`` is item ``i`` mirrored left-right.
+
+    Random flipping is then the sampler's choice of view, so it is as reproducible as the shuffle order
+    (a flip drawn inside a worker would depend on worker state, which a resumed run does not restore).
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return 2 * len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        view, item = divmod(index, len(self.dataset))
+        sample = self.dataset[item]
+        if view:
+            sample = {**sample, "image": sample["image"].flip(-1)}
+        return sample
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """Visits each of ``num_items`` items once per epoch in an order that depends only on ``(seed, epoch)``.
+
+    The order of epoch ``e`` is a permutation drawn from a ``torch.Generator`` seeded with ``seed + e``; with
+    ``num_views > 1`` the same generator then picks a view per item and the sampler yields
+    ``view * num_items + item`` (see :class:`HorizontalFlipViews`).  :attr:`generator` is meant for the
+    DataLoader (worker seeds) and is reseeded from ``(seed, epoch)`` too.  Lightning calls :meth:`set_epoch`
+    before each epoch; :attr:`start` skips the first items of the next pass once (mid-epoch resumption).
+    """
+
+    def __init__(self, num_items: int, seed: int, num_views: int = 1):
+        self.num_items, self.seed, self.num_views = num_items, seed, num_views
+        self.generator = torch.Generator()
+        self.epoch = self.start = 0
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the order of ``epoch``; a pending :attr:`start` only survives for the same epoch."""
+        if epoch != self.epoch:
+            self.start = 0
+        self.epoch = epoch
+        loader_seed = np.random.SeedSequence([self.seed, epoch]).generate_state(1, np.uint64)[0]
+        self.generator.manual_seed(int(loader_seed))
+
+    def order(self) -> torch.Tensor:
+        """All indices of the current epoch, in order."""
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.num_items, generator=generator)
+        if self.num_views > 1:
+            order += self.num_items * torch.randint(self.num_views, (self.num_items,), generator=generator)
+        return order
+
+    def __iter__(self) -> Iterator[int]:
+        start, self.start = self.start, 0
+        yield from self.order()[start:].tolist()
+
+    def __len__(self) -> int:
+        return self.num_items
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over an :class:`EpochShuffleSampler` whose position Lightning checkpoints and restores.
+
+    Lightning saves :meth:`state_dict` with a checkpoint and calls :meth:`load_state_dict` when it resumes
+    mid-epoch, so the resumed run sees exactly the batches the interrupted one had not seen yet.  Iteration
+    starts lazily at the first batch, i.e. after Lightning's ``set_epoch``, even with worker processes.
+    """
+
+    sampler: EpochShuffleSampler
+
+    def __iter__(self) -> Iterator[Any]:
+        self._batches_done = self.sampler.start // self.batch_size
+        for batch in super().__iter__():
+            self._batches_done += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        """The epoch and the number of its batches already handed out."""
+        return {"epoch": self.sampler.epoch, "batches_done": getattr(self, "_batches_done", 0)}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Continue epoch ``state_dict["epoch"]`` after its first ``state_dict["batches_done"]`` batches."""
+        self.sampler.set_epoch(state_dict["epoch"])
+        self.sampler.start = state_dict["batches_done"] * self.batch_size
+
+
+def missing_dataset_error(dataset: str, looked_in: Sequence[Path], how_to_fix: str) -> UserError:
+    """One message: which dataset is missing, every absolute path that was searched, how to provide it."""
+    places = ", ".join(str(Path(path).absolute()) for path in looked_in) or "nowhere (no data.root set)"
+    return UserError(f"{dataset} not found. Looked in: {places}. To fix: {how_to_fix}")
+
+
+class ImageDataModule(lightning.LightningDataModule):
+    """Base of the image DataModules: batches are ``{"image": (B, C, H, W) in [-1, 1], "label": (B,)}``.
+
+    Subclasses implement :meth:`load_splits` (and :meth:`download_data` when they can download); they may set
+    :attr:`dataset_name` and :attr:`num_classes`.  Without a test split, ``val_fraction`` of the train split
+    is held out for validation, chosen by ``seed``; with one, the test split is the validation set.
+    """
+
+    dataset_name = "dataset"
+    num_classes: int | None = None
+    """How many classes the labels count, or None for unlabeled images."""
+
+    def __init__(
+        self,
+        root: str | None = None,
+        download: bool = False,
+        image_size: int = 32,
+        channels: int = 3,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        random_flip: bool = False,
+        center_crop: bool = False,
+        seed: int = 0,
+        pin_memory: bool = False,
+    ):
+        super().__init__()
+        if channels not in (1, 3):
+            raise UserError(f"data.channels must be 1 or 3, got {channels}")
+        if not 0 <= val_fraction < 1:
+            raise UserError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        self.root = None if root is None else Path(root).expanduser().absolute()
+        self.download, self.image_size, self.channels = download, image_size, channels
+        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
+        self.val_fraction, self.random_flip, self.center_crop = val_fraction, random_flip, center_crop
+        self.seed = seed
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of every image in a batch."""
+        return (self.channels, self.image_size, self.image_size)
+
+    def load_splits(self) -> tuple[Split, Split | None]:
+        """Return the train split and the test split (``None`` when the dataset has none)."""
+        raise NotImplementedError
+
+    def download_data(self) -> None:
+        """Download the dataset into ``root`` (only called when ``download=True``)."""
+        raise UserError(f"{self.dataset_name} cannot be downloaded: set data.download=false")
+
+    def prepare_data(self) -> None:
+        if self.download:
+            self.download_data()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        train, test = self.load_splits()
+        mode = "L" if self.channels == 1 else "RGB"
+        transform = image_transform(self.image_size, self.center_crop)
+        train_set = ImageDataset(*train, mode, transform)
+        if test is not None:
+            self.train_set, self.val_set = train_set, ImageDataset(*test, mode, transform)
+        else:
+            self.train_set, self.val_set = self._hold_out(train_set)
+        if len(self.train_set) < self.batch_size:
+            raise UserError(
+                f"{self.dataset_name}: the training split has {len(self.train_set)} images, fewer than "
+                f"data.batch_size={self.batch_size}; lower data.batch_size or add images"
+            )
+
+    def _hold_out(self, dataset: Dataset) -> tuple[Dataset, Dataset | None]:
+        """Split off ``val_fraction`` of ``dataset`` at random positions fixed by ``seed``."""
+        num_val = round(len(dataset) * self.val_fraction)
+        if num_val == 0:
+            return dataset, None
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.seed)).tolist()
+        return Subset(dataset, order[num_val:]), Subset(dataset, order[:num_val])
+
+    def train_dataloader(self) -> ResumableDataLoader:
+        self.setup()
+        dataset = HorizontalFlipViews(self.train_set) if self.random_flip else self.train_set
+        sampler = EpochShuffleSampler(len(self.train_set), self.seed, num_views=2 if self.random_flip else 1)
+        return ResumableDataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            generator=sampler.generator,
+            drop_last=True,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation batches in a fixed order; ``[]`` (no validation) when ``val_fraction`` holds out nothing."""
+        self.setup()
+        if self.val_set is None:
+            return []
+        return DataLoader(
+            self.val_set,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
