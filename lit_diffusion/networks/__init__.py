@@ -1,0 +1,5 @@
+"""Denoising networks."""
+
+from lit_diffusion.networks.unet import UNet
+
+__all__ = ["UNet"]

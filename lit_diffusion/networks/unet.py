@@ -1,0 +1,258 @@
+"""Configurable UNet noise-prediction network.
+
+The layout is the DDPM UNet (Ho et al. 2020, ``diffusion_tf/models/unet.py``): per resolution level
+``num_res_blocks`` residual blocks on the way down and ``num_res_blocks + 1`` on the way up, each up block
+consuming one skip connection by concatenation; a res+attention+res middle block; zero-initialised
+output layers.  Options from later work: multi-head attention and BigGAN-style resampling residual
+blocks (Dhariwal & Nichol 2021, ADM), class conditioning with a null label for classifier-free guidance
+(Ho & Salimans 2021), Gaussian Fourier time features and 1/sqrt(2) skip rescaling (Song et al. 2021,
+NCSN++ / DDPM++).
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import partial
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lit_diffusion.networks.embeddings import GaussianFourierEmbedding, SinusoidalEmbedding
+
+
+def group_norm(channels: int, num_groups: int) -> nn.GroupNorm:
+    """GroupNorm with the largest number of groups that divides ``channels``, is at most ``num_groups``
+    and leaves at least 4 channels per group (as DDPM's 32 groups of 128 channels, Ho et al. 2020).
+
+    With one channel per group GroupNorm would erase the per-channel shift by which residual blocks add
+    the embedding, so small nets would ignore the noise level and the class label.
+    """
+    groups = max(g for g in range(1, max(1, min(num_groups, channels // 4)) + 1) if channels % g == 0)
+    return nn.GroupNorm(groups, channels)
+
+
+def zero_init(module: nn.Module) -> nn.Module:
+    """Zero the parameters of ``module`` so the branch it ends starts as the identity (Ho et al. 2020)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+def _resample(x: Tensor, direction: str | None) -> Tensor:
+    if direction == "down":
+        return F.avg_pool2d(x, 2)
+    if direction == "up":
+        return F.interpolate(x, scale_factor=2.0, mode="nearest")
+    return x
+
+
+class ResBlock(nn.Module):
+    """DDPM residual block (Ho et al. 2020): GroupNorm, SiLU, conv3x3, + projected embedding, GroupNorm,
+    SiLU, dropout, zero-initialised conv3x3, with a 1x1 skip conv when the channel count changes.
+
+    ``resample`` ("up"/"down") resamples both branches after the first activation, BigGAN style
+    (Dhariwal & Nichol 2021); ``skip_rescale`` divides the sum by sqrt(2) (Song et al. 2021).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, *, emb_ch: int, dropout: float, num_groups: int,
+                 skip_rescale: bool, resample: str | None = None):
+        super().__init__()
+        self.norm1 = group_norm(in_ch, num_groups)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb_proj = nn.Linear(emb_ch, out_ch)
+        self.norm2 = group_norm(out_ch, num_groups)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.skip = nn.Identity() if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, 1)
+        self.resample = resample
+        self.out_scale = 2**-0.5 if skip_rescale else 1.0
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = F.silu(self.norm1(x))
+        h, x = _resample(h, self.resample), _resample(x, self.resample)
+        h = self.conv1(h) + self.emb_proj(F.silu(emb))[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return (self.skip(x) + h) * self.out_scale
+
+
+class AttentionBlock(nn.Module):
+    """Residual self-attention over the H*W positions (Ho et al. 2020), with ``num_heads`` heads
+    (Dhariwal & Nichol 2021) and optional 1/sqrt(2) rescaling of the sum (Song et al. 2021)."""
+
+    def __init__(self, channels: int, *, num_heads: int, num_groups: int, skip_rescale: bool):
+        super().__init__()
+        if channels % num_heads:
+            raise ValueError(f"num_heads={num_heads} must divide the {channels} channels of every attention block")
+        self.num_heads = num_heads
+        self.norm = group_norm(channels, num_groups)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = zero_init(nn.Conv2d(channels, channels, 1))
+        self.out_scale = 2**-0.5 if skip_rescale else 1.0
+
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
+        b, c, height, width = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, c // self.num_heads, height * width)
+        q, k, v = qkv.transpose(-1, -2).unbind(1)  # each (B, heads, H*W, C // heads)
+        h = F.scaled_dot_product_attention(q, k, v)
+        h = h.transpose(-1, -2).reshape(b, c, height, width)
+        return (x + self.proj(h)) * self.out_scale
+
+
+class Downsample(nn.Module):
+    """Stride-2 3x3 convolution (Ho et al. 2020)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour 2x upsampling followed by a 3x3 convolution (Ho et al. 2020)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
+        return self.conv(_resample(x, "up"))
+
+
+class EmbedSequential(nn.Sequential):
+    """Sequential container whose blocks all take ``(x, emb)``."""
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        for block in self:
+            x = block(x, emb)
+        return x
+
+
+class UNet(nn.Module):
+    """DDPM/ADM-style UNet predicting a tensor shaped like ``x`` (with ``out_channels`` channels).
+
+    Args:
+        in_channels: image channels.
+        out_channels: output channels; defaults to ``in_channels`` (pass ``2 * in_channels`` to also
+            predict a variance).
+        image_size: input height and width; must be divisible by ``2 ** (len(channel_mult) - 1)``.
+        base_channels: channels at the first level; the embedding has ``4 * base_channels``.
+        channel_mult: one multiplier of ``base_channels`` per resolution level.
+        num_res_blocks: residual blocks per level on the way down (one more on the way up).
+        attention_resolutions: feature-map sizes (e.g. 16 for 16x16) whose residual blocks are followed
+            by self-attention.  The middle block always has attention.
+        dropout: dropout rate inside residual blocks.
+        num_heads: attention heads.
+        num_classes: if set, class-conditional with ``num_classes + 1`` labels; label ``num_classes``
+            is the null label (classifier-free guidance) and is used when ``class_labels`` is None.
+        time_embedding: "sinusoidal" (Ho et al. 2020) or "fourier" (Song et al. 2021).
+        fourier_scale: standard deviation of the random Fourier frequencies.
+        resblock_updown: resample with residual blocks (Dhariwal & Nichol 2021) instead of a strided
+            conv / nearest-upsample + conv.
+        skip_rescale: scale residual sums by 1/sqrt(2) (Song et al. 2021).
+        num_groups: maximum GroupNorm groups (fewer for small channel counts, see :func:`group_norm`).
+    """
+
+    def __init__(self, in_channels: int = 3, out_channels: int | None = None, image_size: int = 32,
+                 base_channels: int = 128, channel_mult: Sequence[int] = (1, 2, 2, 2), num_res_blocks: int = 2,
+                 attention_resolutions: Sequence[int] = (16,), dropout: float = 0.0, num_heads: int = 1,
+                 num_classes: int | None = None, time_embedding: str = "sinusoidal",
+                 fourier_scale: float = 16.0, resblock_updown: bool = False, skip_rescale: bool = False,
+                 num_groups: int = 32):
+        super().__init__()
+        channel_mult, attention_resolutions = tuple(channel_mult), tuple(attention_resolutions)
+        num_levels = len(channel_mult)
+        factor = 2 ** (num_levels - 1)
+        if image_size % factor:
+            raise ValueError(
+                f"image_size={image_size} must be divisible by 2**(len(channel_mult)-1) = {factor} so that each "
+                f"of the {num_levels - 1} downsamplings halves an even size; use fewer levels in channel_mult "
+                f"(now {list(channel_mult)}) or another image size")
+        resolutions = [image_size // 2**level for level in range(num_levels)]
+        if missing := sorted(set(attention_resolutions) - set(resolutions)):
+            warnings.warn(f"attention_resolutions {missing} match no level of this UNet (resolutions "
+                          f"{resolutions}); no attention is added there", stacklevel=2)
+        if time_embedding == "sinusoidal":
+            noise_embed = SinusoidalEmbedding(base_channels)
+        elif time_embedding == "fourier":
+            noise_embed = GaussianFourierEmbedding(base_channels, fourier_scale)
+        else:
+            raise ValueError(f"time_embedding must be 'sinusoidal' or 'fourier', got {time_embedding!r}")
+
+        emb_ch = 4 * base_channels
+        self.in_channels, self.out_channels = in_channels, out_channels or in_channels
+        self.image_size, self.num_classes = image_size, num_classes
+        self.noise_embed = noise_embed
+        self.time_mlp = nn.Sequential(nn.Linear(base_channels, emb_ch), nn.SiLU(), nn.Linear(emb_ch, emb_ch))
+        self.label_embed = nn.Embedding(num_classes + 1, emb_ch) if num_classes is not None else None
+
+        res_block = partial(ResBlock, emb_ch=emb_ch, dropout=dropout, num_groups=num_groups,
+                            skip_rescale=skip_rescale)
+        attention = partial(AttentionBlock, num_heads=num_heads, num_groups=num_groups, skip_rescale=skip_rescale)
+
+        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        ch, skip_chs = base_channels, [base_channels]
+        self.down = nn.ModuleList()  # each entry's output is one skip connection
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                blocks = [res_block(ch, base_channels * mult)]
+                ch = base_channels * mult
+                if resolutions[level] in attention_resolutions:
+                    blocks.append(attention(ch))
+                self.down.append(EmbedSequential(*blocks))
+                skip_chs.append(ch)
+            if level != num_levels - 1:
+                self.down.append(EmbedSequential(res_block(ch, ch, resample="down") if resblock_updown
+                                                 else Downsample(ch)))
+                skip_chs.append(ch)
+
+        self.mid = EmbedSequential(res_block(ch, ch), attention(ch), res_block(ch, ch))
+
+        self.up = nn.ModuleList()  # each entry consumes one skip connection
+        for level, mult in reversed(list(enumerate(channel_mult))):
+            for i in range(num_res_blocks + 1):
+                blocks = [res_block(ch + skip_chs.pop(), base_channels * mult)]
+                ch = base_channels * mult
+                if resolutions[level] in attention_resolutions:
+                    blocks.append(attention(ch))
+                if level != 0 and i == num_res_blocks:
+                    blocks.append(res_block(ch, ch, resample="up") if resblock_updown else Upsample(ch))
+                self.up.append(EmbedSequential(*blocks))
+
+        self.out = nn.Sequential(group_norm(ch, num_groups), nn.SiLU(),
+                                 zero_init(nn.Conv2d(ch, self.out_channels, 3, padding=1)))
+
+    def forward(self, x: Tensor, noise_cond: Tensor, class_labels: Tensor | None = None) -> Tensor:
+        """Args:
+            x: (B, C, H, W) noisy images.
+            noise_cond: (B,) real noise-level input (or a scalar, broadcast to the batch).
+            class_labels: (B,) integer labels in [0, num_classes]; None means the null label.
+        """
+        batch = x.shape[0]
+        noise_cond = torch.as_tensor(noise_cond, device=x.device)
+        if noise_cond.numel() == 1:
+            noise_cond = noise_cond.reshape(1).expand(batch)
+        elif noise_cond.numel() == batch:
+            noise_cond = noise_cond.reshape(batch)
+        else:
+            raise ValueError(f"noise_cond must be a scalar or have shape ({batch},), got {tuple(noise_cond.shape)}")
+        emb = self.time_mlp(self.noise_embed(noise_cond).to(x.dtype))
+
+        if self.label_embed is not None:
+            if class_labels is None:
+                class_labels = torch.full((batch,), self.num_classes, dtype=torch.long, device=x.device)
+            emb = emb + self.label_embed(class_labels)
+        elif class_labels is not None:
+            raise ValueError("class_labels were given to an unconditional UNet (num_classes=None); set "
+                             "num_classes in the network config to train a class-conditional model")
+
+        hs = [self.conv_in(x)]
+        for block in self.down:
+            hs.append(block(hs[-1], emb))
+        h = self.mid(hs[-1], emb)
+        for block in self.up:
+            h = block(torch.cat([h, hs.pop()], dim=1), emb)
+        return self.out(h)
