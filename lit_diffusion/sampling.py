@@ -58,17 +58,28 @@ def generate(
     name = options.pop("algorithm", None)
     if name not in ALGORITHMS:
         raise UserError(f"unknown sampler algorithm '{name}': choose one of {', '.join(sorted(ALGORITHMS))}")
-    sigmas = process.sigma_grid(options.pop("steps", None), **dict(options.pop("grid", None) or {}))
+    sigmas = sigma_grid(process, options.pop("steps", None), options.pop("grid", None))
     counted = CountingDenoiser(denoiser, options.pop("clip_denoised", False), on_call)
     x = process.prior_sample(shape, generator=generator)
     algorithm = ALGORITHMS[name]
-    accepted = set(inspect.signature(algorithm).parameters) - {"denoiser", "x", "sigmas", "process", "generator"}
-    if unknown := sorted(set(options) - accepted):
-        raise UserError(f"sampler '{name}' has no option {unknown}; its options are {sorted(accepted)}")
+    _check_options(algorithm, options, f"sampler '{name}'", {"denoiser", "x", "sigmas", "process", "generator"})
     images = algorithm(counted, x, sigmas, process=process, generator=generator, **options)
     return SampleResult(images, counted.nfe)
 
 
+def _check_options(fn: Callable, options: Mapping[str, Any], what: str, reserved: set[str]) -> None:
+    accepted = set(inspect.signature(fn).parameters) - reserved
+    if unknown := sorted(set(options) - accepted):
+        raise UserError(f"{what} has no option {unknown}; its options are {sorted(accepted)}")
+
+
+def sigma_grid(process: DiffusionProcess, steps: int | None, grid: Mapping[str, Any] | None) -> Tensor:
+    """The process's σ grid for ``steps`` with the config's grid options (checked against the process)."""
+    grid = dict(grid or {})
+    _check_options(process.sigma_grid, grid, f"the σ grid of {type(process).__name__} (sampler.grid)", {"steps"})
+    return process.sigma_grid(steps, **grid)
+
+
 def num_sampler_steps(process: DiffusionProcess, sampler: Mapping[str, Any]) -> int:
     """Number of σ-grid intervals a sampler config walks (for progress bars)."""
-    return len(process.sigma_grid(sampler.get("steps"), **dict(sampler.get("grid") or {}))) - 1
+    return len(sigma_grid(process, sampler.get("steps"), sampler.get("grid"))) - 1

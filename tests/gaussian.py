@@ -29,10 +29,13 @@ class GaussianData:
         """Exact D(x, σ) for inputs of shape (B, dim) or (B, C, H, W) with C*H*W == dim."""
         shape = x.shape
         flat = x.reshape(shape[0], -1).double()
-        assert torch.all(sigma == sigma[0]), "samplers call D with one σ per step"
         eye = torch.eye(self.dim, dtype=torch.float64)
-        gain = self.cov @ torch.linalg.inv(self.cov + float(sigma[0]) ** 2 * eye)
-        return (self.mean + (flat - self.mean) @ gain.T).to(x.dtype).reshape(shape)
+        out = torch.empty_like(flat)
+        for s in torch.unique(sigma):  # samplers use one σ per call; training losses draw one per sample
+            rows = sigma == s
+            gain = self.cov @ torch.linalg.inv(self.cov + float(s) ** 2 * eye)
+            out[rows] = self.mean + (flat[rows] - self.mean) @ gain.T
+        return out.to(x.dtype).reshape(shape)
 
 
 def assert_moments_match(samples: torch.Tensor, data: GaussianData, mean_tol: float, cov_tol: float) -> None:

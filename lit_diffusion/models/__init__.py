@@ -2,5 +2,7 @@
 
 from lit_diffusion.models.base import DiffusionModule, TrainingDiverged
 from lit_diffusion.models.ddpm import DDPM
+from lit_diffusion.models.ncsn import NCSN
+from lit_diffusion.models.score_sde import ScoreSDE
 
-__all__ = ["DDPM", "DiffusionModule", "TrainingDiverged"]
+__all__ = ["DDPM", "NCSN", "DiffusionModule", "ScoreSDE", "TrainingDiverged"]

@@ -2,5 +2,8 @@
 
 from lit_diffusion.processes.base import DiffusionProcess
 from lit_diffusion.processes.discrete_vp import DiscreteVP, cosine_betas, linear_betas
+from lit_diffusion.processes.sde import SDE, VESDE, VPSDE, SubVPSDE
+from lit_diffusion.processes.ve_ladder import VELadder
 
-__all__ = ["DiffusionProcess", "DiscreteVP", "cosine_betas", "linear_betas"]
+__all__ = ["SDE", "VESDE", "VPSDE", "DiffusionProcess", "DiscreteVP", "SubVPSDE", "VELadder", "cosine_betas",
+           "linear_betas"]

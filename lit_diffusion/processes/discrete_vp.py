@@ -16,6 +16,7 @@ from torch import Tensor
 
 from lit_diffusion.errors import UserError
 from lit_diffusion.processes.base import DiffusionProcess, expand_like
+from lit_diffusion.processes.sde import VPSDE
 
 
 def linear_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
@@ -44,6 +45,7 @@ class DiscreteVP(DiffusionProcess):
         if schedule not in SCHEDULES:
             raise UserError(f"unknown β schedule '{schedule}': choose one of {sorted(SCHEDULES)}")
         self.num_timesteps = num_timesteps
+        self.schedule = schedule
         betas = SCHEDULES[schedule](num_timesteps, **schedule_options)
         alphas_cumprod = torch.cumprod(1 - betas, dim=0)
         # float64 tables: ᾱ_T ≈ 4e-5 for the linear schedule, σ_T ≈ 157; float32 would lose digits.
@@ -103,6 +105,15 @@ class DiscreteVP(DiffusionProcess):
     def sigma_grid(self, steps: int | None = None, spacing: str = "linspace") -> Tensor:
         sigmas = self.sigmas[self.timesteps(steps, spacing).to(self.sigmas.device)]
         return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+    def as_sde(self) -> "VPSDE":
+        """The continuous limit (Song et al. 2021, §3.4): VP SDE with β(t) = T·β_{tT}, t ∈ [0, 1]."""
+        if self.schedule != "linear":
+            raise UserError(f"the {self.schedule} β schedule has no VP-SDE limit here (only linear does); "
+                            "use a discrete sampler (ancestral, ddim, langevin) for this model")
+        T = self.num_timesteps
+        return VPSDE(beta_min=float(self.betas[0]) * T, beta_max=float(self.betas[-1]) * T,
+                     t_min=1.0 / T).to(self.betas.device)
 
     # --- DDPM's own coordinates ---------------------------------------------------------------------
     def marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:

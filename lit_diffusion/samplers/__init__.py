@@ -7,10 +7,19 @@ guidance are bound into the denoiser by the caller, so samplers never see them.
 
 from lit_diffusion.samplers.ancestral import sample_ancestral
 from lit_diffusion.samplers.ddim import sample_ddim
+from lit_diffusion.samplers.euler_maruyama import sample_euler_maruyama
+from lit_diffusion.samplers.langevin import sample_langevin
+from lit_diffusion.samplers.ode import sample_ode
+from lit_diffusion.samplers.predictor_corrector import sample_pc
 
 ALGORITHMS = {
     "ancestral": sample_ancestral,
     "ddim": sample_ddim,
+    "langevin": sample_langevin,
+    "euler_maruyama": sample_euler_maruyama,
+    "pc": sample_pc,
+    "ode": sample_ode,
 }
 
-__all__ = ["ALGORITHMS", "sample_ancestral", "sample_ddim"]
+__all__ = ["ALGORITHMS", "sample_ancestral", "sample_ddim", "sample_euler_maruyama", "sample_langevin",
+           "sample_ode", "sample_pc"]

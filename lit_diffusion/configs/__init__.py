@@ -1,0 +1,1 @@
+"""Hydra config tree shipped inside the package (a module so Hydra can find it by name)."""
