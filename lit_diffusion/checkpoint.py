@@ -36,7 +36,16 @@ def load_checkpoint(path: str | Path) -> dict:
     return checkpoint
 
 
-def model_from_checkpoint(path: str | Path, weights: str = "ema") -> DiffusionModule:
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda but no CUDA device is available; use device=cpu")
+    return torch.device(name)
+
+
+def model_from_checkpoint(path: str | Path, weights: str = "ema", device: str = "cpu") -> DiffusionModule:
     """Rebuild the LightningModule of a checkpoint with its EMA (default) or raw weights, in eval mode."""
     if weights not in WEIGHTS:
         raise UserError(f"weights={weights} is not one of {', '.join(WEIGHTS)}")
@@ -52,4 +61,4 @@ def model_from_checkpoint(path: str | Path, weights: str = "ema") -> DiffusionMo
             print(f"note: '{path}' was trained without EMA; using its raw weights")
         state = checkpoint["state_dict"]
     model.load_state_dict(state)
-    return model.eval()
+    return model.to(resolve_device(device)).eval()

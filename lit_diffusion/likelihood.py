@@ -88,17 +88,17 @@ def bits_per_dim(denoiser, process, images: Tensor, *, dequantize: bool = True,
 def main(cfg: DictConfig) -> None:
     from lit_diffusion.checkpoint import model_from_checkpoint
 
-    model = model_from_checkpoint(cfg.ckpt, cfg.weights)
+    model = model_from_checkpoint(cfg.ckpt, cfg.weights, cfg.device)
     data_cfg = (model.run_config or {}).get("data")
     if data_cfg is None:
         raise UserError(f"'{cfg.ckpt}' stores no data config; cannot tell which test images to score")
     datamodule = hydra.utils.instantiate({**data_cfg, **({"root": cfg.data_root} if cfg.data_root else {}),
                                           "batch_size": cfg.batch_size})
     datamodule.setup("validate")
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator(model.device).manual_seed(cfg.seed)
     values, nfes = [], []
     for batch in datamodule.val_dataloader():
-        bpd, nfe = bits_per_dim(model.denoise, model.process, batch["image"], generator=generator,
+        bpd, nfe = bits_per_dim(model.denoise, model.process, batch["image"].to(model.device), generator=generator,
                                 trace=cfg.trace, rtol=cfg.rtol, atol=cfg.atol)
         values.append(bpd)
         nfes.append(nfe)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig
 
 from lit_diffusion.callbacks import SampleGrid

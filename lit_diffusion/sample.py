@@ -31,14 +31,6 @@ def resolve_sampler(stored: dict, requested: dict) -> dict:
     return requested
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda but no CUDA device is available; use device=cpu")
-    return torch.device(name)
-
-
 def write_samples(images: torch.Tensor, out: Path, fmt: str, nrow: int) -> Path:
     """Save a grid and the individual images; returns the grid's path."""
     out.mkdir(parents=True, exist_ok=True)
@@ -56,7 +48,7 @@ def write_samples(images: torch.Tensor, out: Path, fmt: str, nrow: int) -> Path:
 
 
 def sample(cfg: DictConfig) -> dict:
-    model = model_from_checkpoint(cfg.ckpt, cfg.weights).to(_device(cfg.device))
+    model = model_from_checkpoint(cfg.ckpt, cfg.weights, cfg.device)
     sampler = resolve_sampler(model.hparams.sampler, to_plain(cfg.sampler))
     labels = None
     if cfg.class_labels is not None:

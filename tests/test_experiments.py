@@ -1,0 +1,64 @@
+"""Every CPU experiment trains a few steps through the real entry point on a tiny network and samples
+with its default sampler (fewer steps); the likelihood entry scores a checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cli import run_cli, train_tiny
+
+pytestmark = pytest.mark.slow
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+# Per experiment: overrides that shrink its default sampler for a test.
+EXPERIMENTS = {
+    "ddpm_fashion_mnist": [],
+    "ncsn_mnist": ["sampler.steps=3", "sampler.steps_each=2"],
+    "ncsnv2_mnist": ["process.num_scales=5", "sampler.steps_each=2"],
+    "sde_vp_mnist": ["sampler.steps=3"],
+    "sde_subvp_mnist": ["sampler.steps=3"],
+    "sde_ve_mnist": ["sampler.steps=3"],
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
+def test_cpu_experiment_trains_and_samples(experiment, tmp_path):
+    if experiment == "ddpm_fashion_mnist" and not FASHION_MNIST.is_dir():
+        pytest.skip(f"Fashion-MNIST is not installed at {FASHION_MNIST} (apt-get install dataset-fashion-mnist)")
+    run_dir = tmp_path / "run"
+    proc = train_tiny(run_dir, f"experiment={experiment}", *EXPERIMENTS[experiment])
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "samples" / "final.png").is_file(), proc.stdout
+    out = tmp_path / "samples"
+    run_cli("lit_diffusion.sample", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", "n=2", f"out={out}",
+            f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert (out / "grid.png").is_file()
+
+
+@pytest.mark.parametrize("sampler,extra", [("ode", ["sampler.rtol=1e-2", "sampler.atol=1e-2"]),
+                                           ("pc", ["sampler.steps=3"]), ("euler_maruyama", ["sampler.steps=3"]),
+                                           ("langevin", ["sampler.steps=3", "sampler.steps_each=2"])])
+def test_score_samplers_run_on_a_ddpm_checkpoint(sampler, extra, tmp_path, ddpm_checkpoint):
+    out = tmp_path / "s"
+    proc = run_cli("lit_diffusion.sample", f"ckpt={ddpm_checkpoint}", "n=2", f"sampler={sampler}", *extra,
+                   f"out={out}", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert (out / "grid.png").is_file() and "NFE per image" in proc.stdout
+
+
+def test_likelihood_entry_reports_bits_per_dim(tmp_path, ddpm_checkpoint):
+    out = tmp_path / "bpd.json"
+    run_cli("lit_diffusion.likelihood", f"ckpt={ddpm_checkpoint}", "n=2", "batch_size=2", "rtol=1e-2", "atol=1e-2",
+            f"out={out}", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    result = json.loads(out.read_text())
+    assert result["n"] == 2 and result["dequantization"] == "uniform"
+    assert 0 < result["bpd_mean"] < 20 and result["nfe_mean"] > 0
+
+
+@pytest.fixture(scope="module")
+def ddpm_checkpoint(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("ddpm") / "run"
+    train_tiny(run_dir, "trainer.max_steps=2", "callbacks.sample_grid.every_n_steps=0")
+    return run_dir / "checkpoints" / "last.ckpt"
