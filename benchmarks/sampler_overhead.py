@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
     with initialize_config_module("lit_diffusion.configs", version_base="1.3"):
         cfg = compose("config", overrides=["experiment=ddpm_mnist", "paths.output_dir=/tmp/unused"])
     model = build_model(cfg).eval()

@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. network.base_channels=32")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
     with initialize_config_module("lit_diffusion.configs", version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={args.experiment}", f"data.batch_size={args.batch_size}",
                                            "paths.output_dir=/tmp/lit_diffusion_bench", *args.overrides])

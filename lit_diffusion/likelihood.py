@@ -88,6 +88,7 @@ def bits_per_dim(denoiser, process, images: Tensor, *, dequantize: bool = True,
 def main(cfg: DictConfig) -> None:
     from lit_diffusion.checkpoint import model_from_checkpoint
 
+    torch.set_flush_denormal(True)  # subnormal floats slow CPU kernels by 4-10x (benchmarks/)
     model = model_from_checkpoint(cfg.ckpt, cfg.weights, cfg.device)
     data_cfg = (model.run_config or {}).get("data")
     if data_cfg is None:

@@ -48,6 +48,7 @@ def write_samples(images: torch.Tensor, out: Path, fmt: str, nrow: int) -> Path:
 
 
 def sample(cfg: DictConfig) -> dict:
+    torch.set_flush_denormal(True)  # subnormal floats slow CPU kernels by 4-10x (benchmarks/)
     model = model_from_checkpoint(cfg.ckpt, cfg.weights, cfg.device)
     sampler = resolve_sampler(model.hparams.sampler, to_plain(cfg.sampler))
     labels = None

@@ -96,7 +96,8 @@ def test_sde_marginal_matches_simulation_of_the_forward_sde(name):
     dt = 1.0 / steps
     for i in range(steps):
         t = torch.tensor(i * dt, dtype=torch.float64)
-        x = x + sde.drift_coef(t) * x * dt + sde.diffusion(t) * math.sqrt(dt) * torch.randn(x.shape, generator=g, dtype=torch.float64)
+        noise = torch.randn(x.shape, generator=g, dtype=torch.float64)
+        x = x + sde.drift(x, t) * dt + sde.diffusion(t) * math.sqrt(dt) * noise
     one, zero = torch.tensor(1.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64)
     m, std = sde.marginal(one)
     var = std**2 - (m * sde.std(zero)) ** 2  # simulation starts from a point mass at t = 0

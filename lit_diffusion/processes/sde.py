@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from lit_diffusion.errors import UserError
-from lit_diffusion.processes.base import DiffusionProcess
+from lit_diffusion.processes.base import DiffusionProcess, expand_like
 
 
 class SDE(DiffusionProcess):
@@ -59,7 +59,9 @@ class SDE(DiffusionProcess):
 
     # --- derived ----------------------------------------------------------------------------------------
     def drift(self, x: Tensor, t: Tensor) -> Tensor:
-        return _bcast(self.drift_coef(t), x) * x
+        """f(x, t) = f(t) x for a scalar t or one t per sample."""
+        coef = torch.as_tensor(self.drift_coef(torch.as_tensor(t, dtype=torch.float64)))
+        return (expand_like(coef, x) if coef.dim() else coef.to(x.dtype)) * x
 
     def marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """(m(t), std(t)) of q(x_t | x_0)."""
@@ -195,7 +197,3 @@ class VESDE(SDE):
     def prior_std_sde(self) -> float:
         return self.sigma_hi
 
-
-def _bcast(coef: Tensor, like: Tensor) -> Tensor:
-    coef = torch.as_tensor(coef, dtype=like.dtype, device=like.device)
-    return coef.reshape(-1, *([1] * (like.dim() - 1))) if coef.dim() else coef
