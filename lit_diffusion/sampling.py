@@ -4,6 +4,11 @@ A sampler config (Hydra group ``sampler``) names an algorithm of :data:`lit_diff
 the number of steps and options of the σ grid; every other key is passed to the algorithm::
 
     {algorithm: ddim, steps: 50, grid: {spacing: leading}, eta: 0.0, clip_denoised: true}
+
+A denoiser is called as ``D(x, σ)`` → x̂_0.  Models that learn the reverse variance (iDDPM) also answer
+``D(x, σ, return_variance=True)`` → (x̂_0, v), v ∈ [0, 1] interpolating the step's log-variance between the
+posterior (v = 0) and forward (v = 1) variances (Nichol & Dhariwal 2021, Eq. 15); ancestral sampling with
+``variance: learned`` uses it.
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ class CountingDenoiser:
         self.on_call = on_call
         self.nfe = 0
 
-    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, sigma: Tensor, return_variance: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         self.nfe += 1
-        x0 = self.denoiser(x, sigma)
+        out = self.denoiser(x, sigma, return_variance=True) if return_variance else self.denoiser(x, sigma)
         if self.on_call is not None:
             self.on_call()
-        return x0.clamp(-1, 1) if self.clip_denoised else x0
+        if not self.clip_denoised:
+            return out
+        return (out[0].clamp(-1, 1), out[1]) if return_variance else out.clamp(-1, 1)
 
 
 @dataclass

@@ -7,7 +7,6 @@ else — optimisation, deterministic per-step randomness, sampling, checkpoint m
 
 from __future__ import annotations
 
-import functools
 from abc import abstractmethod
 from typing import Any, Callable
 
@@ -73,6 +72,11 @@ class DiffusionModule(L.LightningModule):
     def denoise(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
         """D(x, σ): the estimate of x_0 from x = x_0 + σ ε (scaled coordinates), σ of shape (B,)."""
 
+    def denoise_with_variance(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(D(x, σ), v) for models that learn the reverse variance (see :mod:`lit_diffusion.sampling`)."""
+        raise UserError(f"sampler.variance=learned needs a model that learns its variance (model=iddpm); "
+                        f"{type(self).__name__} does not: use sampler.variance=posterior or forward")
+
     # --- training ------------------------------------------------------------------------------------
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         torch.manual_seed(step_seed(self.hparams.seed, self.global_step))
@@ -118,6 +122,16 @@ class DiffusionModule(L.LightningModule):
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.hparams.image_shape)
 
+    def denoiser(self, class_labels: Tensor | None = None) -> Callable[..., Any]:
+        """The sampler-facing D(x, σ[, return_variance]) with the class labels bound."""
+
+        def denoise(x: Tensor, sigma: Tensor, return_variance: bool = False):
+            if return_variance:
+                return self.denoise_with_variance(x, sigma, class_labels)
+            return self.denoise(x, sigma, class_labels)
+
+        return denoise
+
     @torch.no_grad()
     def sample(
         self,
@@ -129,7 +143,7 @@ class DiffusionModule(L.LightningModule):
     ) -> SampleResult:
         """Draw images in [-1, 1] with a sampler config (default: the model's), from a fixed seed."""
         generator = torch.Generator(self.device).manual_seed(seed)
-        denoiser = functools.partial(self.denoise, class_labels=class_labels)
+        denoiser = self.denoiser(class_labels)
         was_training = self.training
         self.eval()
         try:

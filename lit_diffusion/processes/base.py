@@ -17,6 +17,8 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor, nn
 
+from lit_diffusion.errors import UserError
+
 
 class DiffusionProcess(nn.Module, ABC):
     """A forward noising process, seen through its noise level σ.
@@ -59,6 +61,18 @@ class DiffusionProcess(nn.Module, ABC):
     def _device(self) -> torch.device:
         buffers = list(self.buffers())
         return buffers[0].device if buffers else torch.device("cpu")
+
+
+def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0,
+                  device: torch.device | None = None) -> Tensor:
+    """EDM's σ schedule (Karras et al. 2022, Eq. 5): σ_i = (σ_max^{1/ρ} + i/(N−1)(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ,
+    i = 0 … N−1, then 0.  ρ = 7 spends the steps near σ_min; ρ = 1 is uniform in σ, ρ → ∞ geometric."""
+    if steps < 1:
+        raise UserError(f"sampler.steps must be a positive integer, got {steps}")
+    ramp = torch.linspace(0, 1, steps, dtype=torch.float64, device=device)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    sigmas = (hi + ramp * (lo - hi)) ** rho
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
 
 
 def expand_like(coef: Tensor, like: Tensor) -> Tensor:

@@ -1,8 +1,9 @@
 """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1; survey Algorithm 2).
 
-For each noise level σ_i of the grid, ``steps_each`` Langevin steps
-    x ← x + (α_i/2) ∇log p_{σ_i}(x) + √α_i z,   α_i = ε σ_i² / σ_L²,
-in scaled coordinates, where ∇log p_σ(x) = (D(x, σ) − x)/σ².  ε is ``step_size``, or, when None, chosen by
+For each noise level σ_i of the grid, ``steps_each`` Langevin steps in NCSNv2's form (Song & Ermon 2020,
+Algorithm 1)
+    x ← x + α_i ∇log p_{σ_i}(x) + √(2α_i) z,   α_i = ε σ_i² / σ_L²,
+in scaled coordinates (NCSN's Algorithm 1 writes α_i/2 and √α_i: its ε is twice the ε here), where ∇log p_σ(x) = (D(x, σ) − x)/σ².  ε is ``step_size``, or, when None, chosen by
 NCSNv2's rule (Song & Ermon 2020, Technique 4): the ε that makes the variance of the last level's
 Langevin chain end at σ_L² given γ = σ_{i−1}/σ_i.  The chain ends with a denoising step
 x ← D(x, σ_L) (NCSNv2, §4.2).  Works on any process (VP ones are VE in scaled coordinates).
@@ -46,5 +47,5 @@ def sample_langevin(denoiser, x: Tensor, sigmas: Tensor, *, process, generator=N
         sig = x.new_full((x.shape[0],), sigma)
         for _ in range(steps_each):
             score = (denoiser(x, sig) - x) / sigma**2
-            x = langevin_step(score, x, alpha / 2, generator)
+            x = langevin_step(score, x, alpha, generator)
     return denoiser(x, x.new_full((x.shape[0],), sigma_last)) if denoise else x
