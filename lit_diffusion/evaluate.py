@@ -1,0 +1,207 @@
+"""Evaluation entry point: checkpoint (or image folder) → FID / KID / IS / precision-recall / bits-per-dim,
+with the protocol written next to every number.
+
+    python -m lit_diffusion.evaluate ckpt=PATH metrics=[fid,kid,is,pr,bpd] n=50000 sampler=ddim sampler.steps=50 seed=0
+    python -m lit_diffusion.evaluate ckpt=PATH seeds=[0,1,2]          # mean ± std and min over seeds (as EDM)
+    python -m lit_diffusion.evaluate fake=DIR real=DIR                # two folders (e.g. another framework's samples)
+
+Generated images are quantised to uint8 like saved PNGs; reference features of a dataset split are cached
+(:mod:`lit_diffusion.metrics.reference`).  The result JSON records n, the reference id and source, sampler,
+steps and NFE, EMA or raw weights, seeds, the checkpoint's SHA-256, the extractor and its weights' hash,
+library versions and wall time; a CSV row with the same fields is appended to ``csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import importlib.metadata
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from lit_diffusion.checkpoint import model_from_checkpoint, resolve_device
+from lit_diffusion.config import to_plain
+from lit_diffusion.errors import UserError, exit_on_user_error
+from lit_diffusion.metrics import build_extractor, dataset_reference, extract, feature_metrics
+from lit_diffusion.metrics.features import file_sha256
+from lit_diffusion.metrics.images import count_folder, dataset_split, folder_images, to_uint8
+from lit_diffusion.sample import resolve_sampler
+
+LIBRARIES = ("lit_diffusion", "torch", "torchvision", "torch-fidelity", "lightning", "numpy", "scipy")
+SUMMARY_KEYS = ("fid", "kid_mean", "is_mean", "precision", "recall")
+
+
+def batch_seed(seed: int, index: int) -> int:
+    """Seed of generated batch ``index`` for run seed ``seed`` (independent streams for different seeds)."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint32)[0])
+
+
+def sample_batches(model, n: int, sampler: dict, seed: int, batch_size: int, nfe: list):
+    """uint8 samples in batches; class-conditional models cycle through their classes."""
+    num_classes = model.hparams.network.get("num_classes")
+    for i in range(math.ceil(n / batch_size)):
+        size = min(batch_size, n - i * batch_size)
+        labels = None
+        if num_classes:
+            labels = torch.arange(i * batch_size, i * batch_size + size, device=model.device) % num_classes
+        result = model.sample(size, sampler, seed=batch_seed(seed, i), class_labels=labels)
+        nfe[:] = [result.nfe]
+        yield to_uint8(result.images)
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def data_config(cfg: DictConfig, model) -> dict | None:
+    data = to_plain(cfg.get("data")) or ((model.run_config or {}).get("data") if model is not None else None)
+    if data is not None and cfg.data_root:
+        data = {**data, "root": cfg.data_root}
+    return data
+
+
+def bits_per_dim_of(model, data_cfg: dict, count: int, seed: int) -> dict:
+    from lit_diffusion.likelihood import bits_per_dim
+
+    dataset = dataset_split(data_cfg, "val")
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(min(count, len(dataset)))), batch_size=100)
+    generator = torch.Generator(model.device).manual_seed(seed)
+    values = torch.cat([bits_per_dim(model.denoise, model.process, b["image"].to(model.device), generator=generator)[0]
+                        for b in loader])
+    return {"bpd": values.mean().item(), "bpd_sem": (values.std() / math.sqrt(len(values))).item(), "bpd_n": len(values),
+            "bpd_protocol": "PF-ODE likelihood, RK45 rtol=atol=1e-5, Rademacher trace, uniform dequantisation, val split"}
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    torch.set_flush_denormal(True)  # subnormal floats slow CPU kernels by 4-10x (benchmarks/)
+    start = time.perf_counter()
+    metrics = list(cfg.metrics)
+    if (cfg.ckpt is None) == (cfg.fake is None):
+        raise UserError("give exactly one source of generated images: ckpt=PATH (sample from a checkpoint) or fake=DIR")
+    device = resolve_device(cfg.device)
+    model = model_from_checkpoint(cfg.ckpt, cfg.weights, cfg.device) if cfg.ckpt else None
+    if "bpd" in metrics and model is None:
+        raise UserError("metrics=[bpd] needs ckpt=PATH (bits/dim is a likelihood of the model)")
+    extractor = build_extractor(cfg.extractor, **({"inception_weights": cfg.inception_weights}
+                                                  if cfg.extractor == "inception" else {}))
+    data_cfg = data_config(cfg, model)
+    feature_names = [m for m in metrics if m != "bpd"]
+    result: dict = {"name": cfg.name or ((model.run_config or {}).get("name") if model else None) or Path(str(cfg.fake)).name,
+                    "date": datetime.datetime.now().isoformat(timespec="seconds"), "metrics_requested": metrics}
+
+    real = None
+    if any(m in feature_names for m in ("fid", "kid", "pr")):
+        if cfg.real:
+            real = extract(extractor, folder_images(cfg.real, cfg.ref_n, cfg.batch_size), device)[0]
+            result["reference"] = {"id": None, "source": f"folder {Path(cfg.real).absolute()}", "n": len(real)}
+        elif data_cfg is not None:
+            ref = dataset_reference(extractor, data_cfg, cfg.split, cfg.ref_n, device, cfg.batch_size)
+            real = ref.features
+            result["reference"] = {"id": ref.id, "source": ref.fields, "n": len(real), "cache": str(ref.path),
+                                   "cache_hit": ref.cached}
+        else:
+            raise UserError("no reference images: pass real=DIR or data=NAME (e.g. data=mnist)")
+
+    seeds = list(cfg.seeds) if cfg.seeds is not None else [cfg.seed]
+    runs, sampler, nfe = [], None, [None]
+    for seed in seeds:
+        if model is not None:
+            sampler = resolve_sampler(model.hparams.sampler, to_plain(cfg.sampler))
+            batches = sample_batches(model, cfg.n, sampler, seed, cfg.batch_size, nfe)
+        else:
+            batches = folder_images(cfg.fake, cfg.n, cfg.batch_size)
+        t0 = time.perf_counter()
+        fake, logits = extract(extractor, batches, device) if feature_names else (None, None)
+        values, skipped = feature_metrics(feature_names, fake, real, logits, kid_subsets=cfg.kid_subsets,
+                                          kid_subset_size=cfg.kid_subset_size, is_splits=cfg.is_splits,
+                                          pr_neighborhood=cfg.pr_neighborhood) if feature_names else ({}, [])
+        if "bpd" in metrics:
+            values |= bits_per_dim_of(model, data_cfg, cfg.bpd_n, seed)
+        values |= {"seed": seed, "n": len(fake) if fake is not None else 0, "seconds": time.perf_counter() - t0}
+        runs.append(values)
+    for message in skipped:
+        print(message)
+    result["skipped"] = skipped
+
+    summary = {}
+    for key in SUMMARY_KEYS + ("bpd",):
+        vals = [r[key] for r in runs if key in r]
+        if vals:
+            summary[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "min": float(np.min(vals))}
+    result |= {
+        "summary": summary, "runs": runs, "n": cfg.n if model else runs[0]["n"], "seeds": seeds,
+        "seed_derivation": "batch i of seed s: numpy SeedSequence([s, i])" if model else None,
+        "fake_source": f"checkpoint {Path(cfg.ckpt).absolute()}" if model else f"folder {Path(cfg.fake).absolute()}",
+        "checkpoint_sha256": file_sha256(Path(cfg.ckpt)) if model else None,
+        "weights": cfg.weights if model else None,
+        "sampler": sampler, "sampler_steps": (sampler or {}).get("steps"), "nfe": nfe[0],
+        "guidance_scale": (sampler or {}).get("guidance_scale"),
+        "extractor": extractor.name, "extractor_weights": extractor.weights_id,
+        "preprocessing": "samples quantised to uint8 as saved PNGs; " + extractor.preprocessing,
+        "split": cfg.split if real is not None and not cfg.real else None,
+        "versions": versions(), "device": str(device), "wall_seconds": time.perf_counter() - start,
+    }
+    write(result, cfg)
+    return result
+
+
+def write(result: dict, cfg: DictConfig) -> None:
+    out = Path(cfg.out) if cfg.out else Path(HydraConfig.get().runtime.output_dir) / "result.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    lines = [f"{k}: {v['mean']:.6g}" + (f" ± {v['std']:.3g} (min {v['min']:.6g})" if len(result["seeds"]) > 1 else "")
+             for k, v in result["summary"].items()]
+    print(f"{result['name']}: " + ", ".join(lines) + f"  [{result['wall_seconds']:.1f} s]\nwrote {out}")
+    if cfg.csv:
+        append_csv(Path(cfg.csv), csv_row(result, out))
+
+
+def csv_row(result: dict, json_path: Path) -> dict:
+    row = {"name": result["name"], "date": result["date"]}
+    for key, stats in result["summary"].items():
+        row |= {key: stats["mean"], f"{key}_std": stats["std"], f"{key}_min": stats["min"]}
+    ref = result.get("reference") or {}
+    row |= {"n": result["n"], "seeds": " ".join(map(str, result["seeds"])), "reference_id": ref.get("id"),
+            "reference_n": ref.get("n"), "split": result["split"], "sampler": (result["sampler"] or {}).get("algorithm"),
+            "steps": result["sampler_steps"], "nfe": result["nfe"], "guidance_scale": result["guidance_scale"],
+            "weights": result["weights"], "checkpoint_sha256": result["checkpoint_sha256"],
+            "extractor": result["extractor"], "extractor_weights": result["extractor_weights"],
+            "torch_fidelity": result["versions"]["torch-fidelity"], "torch": result["versions"]["torch"],
+            "wall_seconds": round(result["wall_seconds"], 1), "json": str(json_path)}
+    return row
+
+
+def append_csv(path: Path, row: dict) -> None:
+    """Append a row; a file with other columns gets the union of both (rewritten once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = list(csv.DictReader(path.open())) if path.is_file() else []
+    columns = list(dict.fromkeys([*(rows[0].keys() if rows else []), *row]))
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, columns)
+        writer.writeheader()
+        writer.writerows([*rows, row])
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()
