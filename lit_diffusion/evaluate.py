@@ -173,6 +173,9 @@ def write(result: dict, cfg: DictConfig) -> None:
 
 def csv_row(result: dict, json_path: Path) -> dict:
     row = {"name": result["name"], "date": result["date"]}
+    source = (result.get("reference") or {}).get("source")
+    if isinstance(source, dict):
+        row["dataset"] = f"{source['data'].get('_target_', '').rsplit('.', 1)[-1]} {source['data'].get('variant') or ''}".strip()
     for key, stats in result["summary"].items():
         row |= {key: stats["mean"], f"{key}_std": stats["std"], f"{key}_min": stats["min"]}
     ref = result.get("reference") or {}

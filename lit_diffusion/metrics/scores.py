@@ -35,7 +35,7 @@ def feature_metrics(metrics: list[str], fake: Tensor, real: Tensor | None, logit
     the messages of metrics that were skipped."""
     if unknown := sorted(set(metrics) - set(FEATURE_METRICS)):
         raise UserError(f"unknown metrics {unknown}: choose from {', '.join(FEATURE_METRICS)}, bpd")
-    fake, real = fake.float().cpu(), None if real is None else real.float().cpu()
+    fake, real = (None if f is None else f.float().cpu() for f in (fake, real))
     out, skipped = {}, []
     if "fid" in metrics:
         out["fid"] = fid(fake, real)

@@ -1,0 +1,53 @@
+"""Published results that lit_diffusion's experiments are compared with (unconditional unless stated).
+
+Each row cites its paper and table; ``family`` links it to our experiments (``ddpm_mnist`` → ``ddpm``) and
+``experiment`` names the config that reproduces its setup, where one exists.  FID on CIFAR-10 is 50k samples
+against the training set; numbers are as printed in the papers.
+"""
+
+from __future__ import annotations
+
+PUBLISHED: list[dict] = [
+    # family, model, dataset, metric, value, sampler, nfe, experiment, citation
+    *[dict(family="ddpm", model="DDPM", dataset="CIFAR-10", metric=m, value=v, sampler="ancestral", nfe=1000,
+           experiment="ddpm_cifar10", citation="Ho et al. 2020, Table 1") for m, v in (("fid", 3.17), ("is", 9.46))],
+    *[dict(family="ddim", model="DDIM (η=0)", dataset="CIFAR-10", metric="fid", value=v, sampler="ddim", nfe=s,
+           experiment="ddpm_cifar10", citation="Song, Meng & Ermon 2021, Table 1")
+      for s, v in ((10, 13.36), (20, 6.84), (50, 4.67), (100, 4.16), (1000, 4.04))],
+    *[dict(family="ncsn", model="NCSN", dataset="CIFAR-10", metric=m, value=v, sampler="langevin", nfe=1000,
+           experiment="ncsn_cifar10", citation="Song & Ermon 2019, Table 1") for m, v in (("fid", 25.32), ("is", 8.87))],
+    *[dict(family="ncsnv2", model="NCSNv2", dataset="CIFAR-10", metric=m, value=v, sampler="langevin", nfe=1160,
+           experiment="ncsnv2_cifar10", citation="Song & Ermon 2020, Table 1") for m, v in (("fid", 10.87), ("is", 8.40))],
+    *[dict(family="sde", model=model, dataset="CIFAR-10", metric=m, value=v, sampler="pc", nfe=2000,
+           experiment=exp, citation="Song et al. 2021 (score SDE), Table 3")
+      for model, exp, fid_, is_ in (("DDPM++ cont. (VP)", "sde_vp_cifar10", 2.55, 9.58),
+                                    ("DDPM++ cont. (sub-VP)", "sde_subvp_cifar10", 2.61, 9.56),
+                                    ("NCSN++ cont. (VE)", "sde_ve_cifar10", 2.38, 9.83),
+                                    ("NCSN++ cont. (deep, VE)", None, 2.20, 9.89))
+      for m, v in (("fid", fid_), ("is", is_))],
+    dict(family="sde", model="DDPM++ cont. (deep, sub-VP)", dataset="CIFAR-10", metric="bpd", value=2.99,
+         sampler="ode", nfe=None, experiment=None, citation="Song et al. 2021 (score SDE), Table 2"),
+    dict(family="iddpm", model="iDDPM (L_hybrid)", dataset="CIFAR-10", metric="bpd", value=2.94, sampler=None,
+         nfe=None, experiment=None, citation="Nichol & Dhariwal 2021, Table 2"),
+    dict(family="iddpm", model="iDDPM (L_hybrid)", dataset="ImageNet 64x64", metric="bpd", value=3.53, sampler=None,
+         nfe=None, experiment=None, citation="Nichol & Dhariwal 2021, Table 2"),
+    dict(family="edm", model="EDM (VP)", dataset="CIFAR-10", metric="fid", value=1.97, sampler="heun", nfe=35,
+         experiment=None, citation="Karras et al. 2022, Table 2"),
+    dict(family="edm", model="EDM (VP), class-conditional", dataset="CIFAR-10", metric="fid", value=1.79,
+         sampler="heun", nfe=35, experiment=None, citation="Karras et al. 2022, Table 2"),
+    dict(family="ldm", model="LDM-4", dataset="CelebA-HQ 256", metric="fid", value=5.11, sampler="ddim", nfe=500,
+         experiment=None, citation="Rombach et al. 2022, Table 1"),
+    *[dict(family="dpm_solver", model="DPM-Solver (score SDE VP checkpoint)", dataset="CIFAR-10", metric="fid",
+           value=v, sampler="dpm_solver", nfe=s, experiment=None, citation="Lu et al. 2022, Table 1")
+      for s, v in ((10, 4.70), (20, 2.87))],
+]
+
+FAMILY_OF = {"ddpm": ("ddpm", "ddim", "iddpm", "dpm_solver"), "ncsn": ("ncsn",), "ncsnv2": ("ncsnv2",),
+             "sde": ("sde", "dpm_solver"), "edm": ("edm",), "ldm": ("ldm",)}
+"""Our experiment prefix → the published families it is compared with."""
+
+
+def published_for(name: str) -> list[dict]:
+    """The published rows relevant to our experiment ``name`` (e.g. ``ddpm_mnist`` → DDPM, DDIM, iDDPM, …)."""
+    families = FAMILY_OF.get(str(name).split("_")[0], ())
+    return [row for row in PUBLISHED if row["family"] in families]

@@ -1,0 +1,112 @@
+"""Benchmark tables: ``python -m lit_diffusion.report [results=CSV] [out=PREFIX] [plot=nfe|steps] [wandb=true]``.
+
+Reads the rows that :mod:`lit_diffusion.evaluate` appended to its CSV and writes a markdown table (and a CSV)
+with the protocol columns (n, reference, sampler, steps, NFE, EMA/raw, extractor, checkpoint hash), followed
+by the published results of the same model families with their citations (:mod:`lit_diffusion.metrics.published`).
+``plot=nfe`` draws FID against NFE per sampler; ``plot=steps`` FID against the training step, read from
+names of the form ``experiment@step`` (evaluate's ``name=``).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from lit_diffusion.errors import UserError, exit_on_user_error
+from lit_diffusion.metrics.published import PUBLISHED, published_for
+
+OURS = ("name", "dataset", "fid", "fid_std", "kid_mean", "precision", "recall", "is_mean", "bpd", "n", "seeds", "reference_id",
+        "reference_n", "split", "sampler", "steps", "nfe", "weights", "extractor", "checkpoint_sha256", "wall_seconds")
+THEIRS = ("model", "dataset", "metric", "value", "sampler", "nfe", "experiment", "citation")
+
+
+def fmt(value) -> str:
+    if value in (None, ""):
+        return ""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)[:12] if len(str(value)) == 64 else str(value)  # short checkpoint hash
+    return f"{number:.4g}" if not number.is_integer() else str(int(number))
+
+
+def markdown(rows: list[dict], columns: tuple[str, ...]) -> str:
+    present = [c for c in columns if any(r.get(c) not in (None, "") for r in rows)]
+    lines = ["| " + " | ".join(present) + " |", "|" + "---|" * len(present)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in present) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], x: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    groups: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        if not r.get("fid"):
+            continue
+        if x == "nfe" and r.get("nfe"):
+            groups.setdefault(r["sampler"], []).append((float(r["nfe"]), float(r["fid"])))
+        elif x == "steps" and "@" in r["name"]:
+            name, step = r["name"].rsplit("@", 1)
+            groups.setdefault(name, []).append((float(step), float(r["fid"])))
+    if not groups:
+        raise UserError(f"no rows to plot FID against {x} (plot=steps needs evaluate name=EXPERIMENT@STEP)")
+    for label, points in sorted(groups.items()):
+        xs, ys = zip(*sorted(points))
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set_xlabel("NFE" if x == "nfe" else "training step")
+    ax.set_ylabel("FID")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def report(cfg: DictConfig) -> str:
+    path = Path(cfg.results)
+    if not path.is_file():
+        raise UserError(f"no evaluation results at {path.absolute()}; run python -m lit_diffusion.evaluate first "
+                        "(it appends to outputs/evaluate/results.csv) or pass results=CSV")
+    rows = list(csv.DictReader(path.open()))
+    published = PUBLISHED if cfg.all_published else [p for n in dict.fromkeys(r["name"].split("@")[0] for r in rows)
+                                                     for p in published_for(n)]
+    published = list({id(p): p for p in published}.values())
+    text = "## Our evaluations\n\n" + markdown(rows, OURS)
+    if published:
+        text += "\n\n## Published results (same model families)\n\n" + markdown(published, THEIRS)
+    print(text)
+    if cfg.out:
+        out = Path(cfg.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".md").write_text(text + "\n")
+        with out.with_suffix(".csv").open("w", newline="") as file:
+            writer = csv.DictWriter(file, OURS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        if cfg.plot:
+            plot(rows, cfg.plot, out.parent / f"{out.name}_fid_vs_{cfg.plot}.png")
+    if cfg.wandb:
+        import wandb
+
+        run = wandb.init(project="lit_diffusion", job_type="report", mode=None if wandb.api.api_key else "offline")
+        run.log({"evaluations": wandb.Table(columns=list(OURS), data=[[r.get(c) for c in OURS] for r in rows]),
+                 "published": wandb.Table(columns=list(THEIRS), data=[[p.get(c) for c in THEIRS] for p in published])})
+        run.finish()
+    return text
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="report")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    report(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Evaluation: parity with torch-fidelity, metric sanity (self-FID ≈ 0, FID grows with noise, KID unbiased,
+IS of a uniform classifier), the reference cache key, the callback and the evaluate/report entry points."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from cli import run_cli, train_tiny
+from lit_diffusion.metrics import (IS_SKIPPED, FeatureExtractor, build_extractor, dataset_reference, extract,
+                                   feature_metrics, register_extractor)
+from lit_diffusion.metrics.features import fid_helper_state_dict
+from lit_diffusion.metrics.images import dataset_images, folder_images
+from lit_diffusion.metrics.scores import fid
+
+MNIST = {"_target_": "lit_diffusion.datamodules.MNISTDataModule", "variant": "bundled_5k", "image_size": 28,
+         "channels": 1, "val_fraction": 0.1, "seed": 0, "batch_size": 64}
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIT_DIFFUSION_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def digits() -> torch.Tensor:
+    return torch.cat(list(dataset_images(MNIST, "train", 1000)))
+
+
+def features(images: torch.Tensor) -> torch.Tensor:
+    return extract(build_extractor("random_conv"), [images])[0]
+
+
+def write_folder(path, images: torch.Tensor) -> None:
+    path.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image[0].numpy()).save(path / f"{i:03d}.png")
+
+
+def test_fid_matches_torch_fidelity_with_the_same_weights(tmp_path, digits):
+    """Our FID of two folders == torch-fidelity's calculate_metrics on them, with the fid-helper weights."""
+    import torch_fidelity
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    write_folder(tmp_path / "a", digits[:12])
+    write_folder(tmp_path / "b", digits[12:24])
+    extractor = build_extractor("inception")
+    assert not extractor.has_classifier and torch.isnan(extractor.net.fc.weight).all()  # never a fake classifier
+    ours = fid(*(extract(extractor, folder_images(tmp_path / d))[0] for d in "ab"))
+
+    state = {k: v for k, v in extractor.net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(fid_helper_state_dict(list(state), {k: v.shape for k, v in state.items()}), tmp_path / "w.pth")
+    theirs = torch_fidelity.calculate_metrics(
+        input1=str(tmp_path / "a"), input2=str(tmp_path / "b"), fid=True, cuda=False, cache=False, verbose=False,
+        feature_extractor_weights_path=str(tmp_path / "w.pth"))["frechet_inception_distance"]
+    assert FeatureExtractorInceptionV3 is type(extractor.net)
+    assert ours == pytest.approx(theirs, rel=1e-3) and ours > 0
+
+
+def test_fid_of_a_split_with_itself_is_zero_and_grows_with_noise(digits):
+    clean = features(digits)
+    assert abs(fid(clean, clean)) < 1e-6
+    generator = torch.Generator().manual_seed(0)
+    scores = []
+    for sigma in (0.05, 0.1, 0.2, 0.4):
+        noisy = (digits.float() + 255 * sigma * torch.randn(digits.shape, generator=generator)).clamp(0, 255)
+        scores.append(fid(features(noisy.round().to(torch.uint8)), clean))
+    assert all(a < b for a, b in zip(scores, scores[1:])), scores
+
+
+def test_kid_is_unbiased_for_the_same_distribution(digits):
+    a, b = features(digits[:500]), features(digits[500:])
+    same, _ = feature_metrics(["kid"], a, b, None, kid_subset_size=200)
+    noisy = (digits[500:].float() + 100 * torch.randn(digits[500:].shape)).clamp(0, 255).to(torch.uint8)
+    different, _ = feature_metrics(["kid"], a, features(noisy), None, kid_subset_size=200)
+    # subsets overlap, so the spread of one subset's estimate (kid_std) is the scale of the mean's error
+    assert abs(same["kid_mean"]) < same["kid_std"]
+    assert different["kid_mean"] > 5 * same["kid_std"]
+
+
+def test_reference_cache_is_keyed_by_every_field():
+    extractor = build_extractor("random_conv")
+    base = dataset_reference(extractor, MNIST, "train", 20)
+    assert not base.cached and base.features.shape[0] == 20
+    assert dataset_reference(extractor, {**MNIST, "batch_size": 7}, "train", 20).cached  # loader keys don't count
+    changes = [(MNIST, "val", 20, extractor), (MNIST, "train", 21, extractor),
+               ({**MNIST, "image_size": 16}, "train", 20, extractor),
+               ({**MNIST, "seed": 1}, "train", 20, extractor),
+               (MNIST, "train", 20, build_extractor("random_conv", seed=1))]
+    for data, split, count, ext in changes:
+        ref = dataset_reference(ext, data, split, count)
+        assert not ref.cached and ref.id != base.id, (split, count)
+    again = dataset_reference(extractor, MNIST, "train", 20)
+    assert again.cached and torch.equal(again.features, base.features)
+
+
+class UniformClassifier(FeatureExtractor):
+    """Stand-in classifier: confident in class (image index encoded in pixel 0) mod K."""
+
+    name, weights_id, preprocessing, has_classifier = "uniform_classifier", "test", "none", True
+
+    def __init__(self, classes: int = 5):
+        super().__init__()
+        self.classes = classes
+
+    def forward(self, images):
+        labels = images[:, 0, 0, 0].long() % self.classes
+        return images.float().flatten(1)[:, :4], 30.0 * torch.nn.functional.one_hot(labels, self.classes).float()
+
+
+def test_inception_score_of_a_uniform_classifier_is_the_number_of_classes():
+    register_extractor("uniform_classifier", UniformClassifier)
+    images = torch.zeros(500, 1, 4, 4, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.arange(500) % 250
+    _, logits = extract(build_extractor("uniform_classifier"), [images])
+    values, skipped = feature_metrics(["is"], None, None, logits)
+    assert values["is_mean"] == pytest.approx(5.0, rel=1e-3) and not skipped
+    values, skipped = feature_metrics(["is"], None, None, None)
+    assert "is_mean" not in values and skipped == [IS_SKIPPED]
+
+
+@pytest.mark.slow
+def test_callback_logs_fid_and_evaluate_and_report_entries(tmp_path, cache, digits):
+    run_dir = tmp_path / "run"
+    proc = train_tiny(run_dir, "callbacks.evaluation.every_n_steps=2", "callbacks.evaluation.num_samples=8",
+                      "callbacks.evaluation.batch_size=8", "callbacks.evaluation.extractor=random_conv",
+                      "callbacks.evaluation.ref_n=32", "callbacks.evaluation.sampler={algorithm: ddim, steps: 2}",
+                      f"callbacks.evaluation.best_checkpoint={run_dir}/best_fid.ckpt")
+    rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
+    curve = {int(r["step"]): float(r["eval/fid"]) for r in rows if r.get("eval/fid")}
+    assert sorted(curve) == [2, 4] and all(v > 0 for v in curve.values()), proc.stdout
+    assert any(r.get("eval/kid") for r in rows) and (run_dir / "best_fid.ckpt").is_file()
+    assert list((cache / "reference").glob("*.npz"))
+
+    results = tmp_path / "results.csv"
+    out = run_cli("lit_diffusion.evaluate", f"ckpt={run_dir}/checkpoints/last.ckpt", "extractor=random_conv",
+                  "n=16", "seeds=[0,1]", "ref_n=64", "metrics=[fid,kid,pr,is]", "sampler.steps=2",
+                  f"out={tmp_path}/r.json", f"csv={results}", cwd=tmp_path)
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert IS_SKIPPED in out.stdout and result["skipped"] == [IS_SKIPPED]
+    assert set(result["summary"]["fid"]) == {"mean", "std", "min"} and len(result["runs"]) == 2
+    for field in ("n", "reference", "sampler", "nfe", "weights", "seeds", "checkpoint_sha256", "extractor_weights",
+                  "versions", "wall_seconds", "guidance_scale"):
+        assert field in result, field
+    assert result["nfe"] == 2 and result["weights"] == "ema" and result["reference"]["cache_hit"] is False
+
+    write_folder(tmp_path / "a", digits[:40])
+    write_folder(tmp_path / "b", digits[40:80])
+    run_cli("lit_diffusion.evaluate", f"fake={tmp_path}/a", f"real={tmp_path}/b", "extractor=random_conv",
+            "metrics=[fid,kid]", "kid_subset_size=20", f"out={tmp_path}/f.json", f"csv={results}", cwd=tmp_path)
+    assert json.loads((tmp_path / "f.json").read_text())["n"] == 40
+    assert len(list(csv.DictReader(open(results)))) == 2
+
+    run_cli("lit_diffusion.report", f"results={results}", f"out={tmp_path}/table", cwd=tmp_path)
+    table = (tmp_path / "table.md").read_text()
+    assert "ddpm_mnist" in table and "3.17" in table  # our rows beside the published DDPM CIFAR-10 row
