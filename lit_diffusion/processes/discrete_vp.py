@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from lit_diffusion.errors import UserError
-from lit_diffusion.processes.base import DiffusionProcess, expand_like
+from lit_diffusion.processes.base import DiffusionProcess, expand_like, karras_sigmas
 from lit_diffusion.processes.sde import VPSDE
 
 
@@ -96,13 +96,18 @@ class DiscreteVP(DiffusionProcess):
         elif spacing == "quad":
             t = (torch.linspace(0, math.sqrt(T * 0.8), steps, dtype=torch.float64) ** 2).long()
         else:
-            raise UserError(f"unknown timestep spacing '{spacing}': choose linspace, leading or quad")
+            raise UserError(f"unknown timestep spacing '{spacing}': choose linspace, leading, quad or karras")
         t = torch.unique(t)
         if len(t) != steps:
             raise UserError(f"spacing '{spacing}' cannot place {steps} distinct steps among {T}; use linspace")
         return t.flip(0)
 
-    def sigma_grid(self, steps: int | None = None, spacing: str = "linspace") -> Tensor:
+    def sigma_grid(self, steps: int | None = None, spacing: str = "linspace", rho: float = 7.0) -> Tensor:
+        """σ of :meth:`timesteps` (``spacing`` linspace | leading | quad), or ``karras``: EDM's ρ-schedule
+        between the chain's σ_min and σ_max (continuous σ, fractional timesteps); then 0."""
+        if spacing == "karras":
+            return karras_sigmas(self.num_timesteps if steps is None else steps, self.sigma_min, self.sigma_max,
+                                 rho, self.sigmas.device)
         sigmas = self.sigmas[self.timesteps(steps, spacing).to(self.sigmas.device)]
         return torch.cat([sigmas, sigmas.new_zeros(1)])
 

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from lit_diffusion.errors import UserError
-from lit_diffusion.processes.base import DiffusionProcess, expand_like
+from lit_diffusion.processes.base import DiffusionProcess, expand_like, karras_sigmas
 
 
 class SDE(DiffusionProcess):
@@ -91,12 +91,20 @@ class SDE(DiffusionProcess):
         var = self.prior_std_sde**2
         return -0.5 * dims * math.log(2 * math.pi * var) - z.flatten(1).pow(2).sum(1) / (2 * var)
 
-    def sigma_grid(self, steps: int | None = None, t_min: float | None = None) -> Tensor:
-        """σ(t_i) for t_i = linspace(1, t_min, steps) (score_sde's grid; 1000 steps by default), then 0."""
+    def sigma_grid(self, steps: int | None = None, t_min: float | None = None, spacing: str = "time",
+                   rho: float = 7.0) -> Tensor:
+        """σ(t_i) for t_i = linspace(1, t_min, steps) (``time``: score_sde's grid; 1000 steps by default), or
+        EDM's ρ-schedule between σ(t_min) and σ(1) (``karras``); then 0."""
         steps = 1000 if steps is None else steps
         if steps < 1:
             raise UserError(f"sampler.steps must be a positive integer for a continuous-time SDE, got {steps}")
-        t = torch.linspace(1.0, self.t_min if t_min is None else t_min, steps, dtype=torch.float64)
+        t_min = self.t_min if t_min is None else t_min
+        if spacing == "karras":
+            lo, hi = (float(self.sigma(torch.tensor(t, dtype=torch.float64))) for t in (t_min, 1.0))
+            return karras_sigmas(steps, lo, hi, rho, self._anchor.device)
+        if spacing != "time":
+            raise UserError(f"unknown sampler.grid.spacing '{spacing}' for an SDE: choose time or karras")
+        t = torch.linspace(1.0, t_min, steps, dtype=torch.float64)
         sigmas = self.sigma(t).to(self._anchor.device)
         return torch.cat([sigmas, sigmas.new_zeros(1)])
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from lit_diffusion.errors import UserError
-from lit_diffusion.processes.base import DiffusionProcess
+from lit_diffusion.processes.base import DiffusionProcess, karras_sigmas
 from lit_diffusion.processes.sde import VESDE
 
 
@@ -45,8 +45,14 @@ class VELadder(DiffusionProcess):
     def scale(self, sigma: Tensor) -> Tensor:
         return torch.ones_like(sigma)
 
-    def sigma_grid(self, steps: int | None = None) -> Tensor:
-        """The ladder itself (``steps`` None or L), or ``steps`` geometric levels between its ends; then 0."""
+    def sigma_grid(self, steps: int | None = None, spacing: str = "geometric", rho: float = 7.0) -> Tensor:
+        """The ladder itself (``steps`` None or L), or ``steps`` geometric levels between its ends, or EDM's
+        ρ-schedule between them (``spacing: karras``); then 0."""
+        if spacing == "karras":
+            return karras_sigmas(self.num_scales if steps is None else steps, self.sigma_min, self.sigma_max, rho,
+                                 self.sigmas.device)
+        if spacing != "geometric":
+            raise UserError(f"unknown sampler.grid.spacing '{spacing}' for a noise ladder: choose geometric or karras")
         if steps is None or steps == self.num_scales:
             sigmas = self.sigmas
         else:
