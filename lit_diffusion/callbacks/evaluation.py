@@ -24,6 +24,7 @@ from lit_diffusion.errors import UserError
 from lit_diffusion.metrics import build_extractor, dataset_reference, extract, feature_metrics
 from lit_diffusion.metrics.images import to_uint8
 from lit_diffusion.models.base import DiffusionModule
+from lit_diffusion.sample import resolve_sampler
 
 LOGGED = {"fid": "fid", "kid_mean": "kid", "is_mean": "is", "precision": "precision", "recall": "recall"}
 
@@ -34,7 +35,8 @@ class Evaluation(Callback):
     Args:
         every_n_steps: optimizer steps between evaluations (0: never).
         num_samples: generated images per evaluation (M).
-        sampler: sampler config (default: the model's), e.g. ``{algorithm: ddim, steps: 20}``.
+        sampler: sampler config (default: the model's); without ``algorithm`` its keys override the model's,
+            e.g. ``{steps: 20}``.
         seed: sampling seed, the same at every evaluation.
         metrics: any of fid, kid, is, pr.
         split, ref_n: reference dataset split of the run's data config and its number of images (None: all).
@@ -81,7 +83,7 @@ class Evaluation(Callback):
             self._prepare(pl_module)
         start = time.perf_counter()
         model = self._source(trainer, pl_module)
-        sampler = dict(self.sampler) if self.sampler else None
+        sampler = resolve_sampler(model.hparams.sampler, self.sampler) if self.sampler else None
         batches = (to_uint8(model.sample(min(self.batch_size, self.num_samples - i), sampler, seed=self.seed + i).images)
                    for i in range(0, self.num_samples, self.batch_size))
         fake, logits = extract(self._extractor, batches, pl_module.device)
