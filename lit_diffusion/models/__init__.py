@@ -1,8 +1,11 @@
 """LightningModules: one small class per framework, all sharing :class:`DiffusionModule`."""
 
 from lit_diffusion.models.base import DiffusionModule, TrainingDiverged
+from lit_diffusion.models.classifier import NoisyClassifier
 from lit_diffusion.models.ddpm import DDPM
+from lit_diffusion.models.edm import EDM
+from lit_diffusion.models.iddpm import IDDPM
 from lit_diffusion.models.ncsn import NCSN
 from lit_diffusion.models.score_sde import ScoreSDE
 
-__all__ = ["DDPM", "NCSN", "DiffusionModule", "ScoreSDE", "TrainingDiverged"]
+__all__ = ["DDPM", "EDM", "IDDPM", "NCSN", "NoisyClassifier", "DiffusionModule", "ScoreSDE", "TrainingDiverged"]
