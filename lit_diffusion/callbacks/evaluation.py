@@ -24,7 +24,6 @@ from lit_diffusion.errors import UserError
 from lit_diffusion.metrics import build_extractor, dataset_reference, extract, feature_metrics
 from lit_diffusion.metrics.images import to_uint8
 from lit_diffusion.models.base import DiffusionModule
-from lit_diffusion.sample import resolve_sampler
 
 LOGGED = {"fid": "fid", "kid_mean": "kid", "is_mean": "is", "precision": "precision", "recall": "recall"}
 
@@ -79,6 +78,8 @@ class Evaluation(Callback):
 
     @torch.no_grad()
     def evaluate(self, trainer: L.Trainer, pl_module: DiffusionModule) -> dict:
+        from lit_diffusion.sample import resolve_sampler  # here: sample.py imports this package
+
         if self._reference is None:
             self._prepare(pl_module)
         start = time.perf_counter()
