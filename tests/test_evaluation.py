@@ -132,7 +132,7 @@ def test_callback_logs_fid_and_evaluate_and_report_entries(tmp_path, cache, digi
     run_dir = tmp_path / "run"
     proc = train_tiny(run_dir, "callbacks.evaluation.every_n_steps=2", "callbacks.evaluation.num_samples=8",
                       "callbacks.evaluation.batch_size=8", "callbacks.evaluation.extractor=random_conv",
-                      "callbacks.evaluation.ref_n=32", "callbacks.evaluation.sampler={algorithm: ddim, steps: 2}",
+                      "callbacks.evaluation.ref_n=32", "callbacks.evaluation.sampler.steps=2",
                       f"callbacks.evaluation.best_checkpoint={run_dir}/best_fid.ckpt")
     rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
     curve = {int(r["step"]): float(r["eval/fid"]) for r in rows if r.get("eval/fid")}
