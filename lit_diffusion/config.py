@@ -10,6 +10,7 @@ from typing import Any
 
 import hydra.utils
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from lit_diffusion.errors import UserError
 
@@ -19,7 +20,10 @@ TRUSTED_PREFIXES = ("lit_diffusion.", "torch.optim.", "torch.nn.")
 def to_plain(cfg: Any) -> Any:
     """A resolved config as plain dicts/lists (what checkpoints can store without pickled classes)."""
     if isinstance(cfg, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(cfg, resolve=True)
+        try:
+            return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        except MissingMandatoryValue as err:
+            raise UserError(f"'{err.full_key}' must be given: add {err.full_key}=... to the command line") from None
     return cfg
 
 

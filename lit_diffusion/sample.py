@@ -1,7 +1,9 @@
 """Sampling entry point: ``python -m lit_diffusion.sample ckpt=PATH [n=64] [sampler=ddim] [sampler.steps=N]``.
 
 Loads a checkpoint (EMA weights unless ``weights=raw``), draws ``n`` images with a fixed seed and writes
-``grid.png`` plus the individual images (``format=png``) or ``samples.npz`` (``format=npz``).
+``grid.png`` plus the individual images (``format=png``) or ``samples.npz`` (``format=npz``).  Guidance:
+``class_labels=[0,1,...] guidance_scale=W`` (classifier-free, class-conditional models) or
+``class_labels=[...] classifier=CLASSIFIER.ckpt guidance_scale=S`` (classifier guidance).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def sample(cfg: DictConfig) -> dict:
     torch.set_flush_denormal(True)  # subnormal floats slow CPU kernels by 4-10x (benchmarks/)
     model = model_from_checkpoint(cfg.ckpt, cfg.weights, cfg.device)
     sampler = resolve_sampler(model.hparams.sampler, to_plain(cfg.sampler))
+    classifier = None if cfg.classifier is None else model_from_checkpoint(cfg.classifier, cfg.weights, cfg.device)
     labels = None
     if cfg.class_labels is not None:
         labels = torch.tensor(list(cfg.class_labels), device=model.device).repeat(math.ceil(cfg.n / len(cfg.class_labels)))
@@ -63,6 +66,7 @@ def sample(cfg: DictConfig) -> dict:
             size = min(cfg.batch_size, cfg.n - i * cfg.batch_size)
             batch_labels = None if labels is None else labels[i * cfg.batch_size: i * cfg.batch_size + size]
             result = model.sample(size, sampler, seed=cfg.seed + i, class_labels=batch_labels,
+                                  guidance_scale=cfg.guidance_scale, classifier=classifier,
                                   on_call=lambda: progress.advance(task))
             batches.append(result.images)
             nfe = result.nfe

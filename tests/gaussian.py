@@ -45,3 +45,41 @@ def assert_moments_match(samples: torch.Tensor, data: GaussianData, mean_tol: fl
     cov_err = (torch.cov(samples.T) - data.cov).abs().max().item()
     assert mean_err < mean_tol, f"mean error {mean_err:.4f} ≥ {mean_tol}"
     assert cov_err < cov_tol, f"covariance error {cov_err:.4f} ≥ {cov_tol}"
+
+
+class GaussianMixture:
+    """Mixture Σ_k π_k N(μ_k, Σ_k): with x = x_0 + σ ε everything guidance needs is closed form —
+    the class posterior r_k(x, σ) = p(y = k | x) ∝ π_k N(x; μ_k, Σ_k + σ² I), each component's denoiser, and
+    the mixture's denoiser Σ_k r_k D_k."""
+
+    def __init__(self, weights: torch.Tensor, components: list[GaussianData]):
+        self.weights = weights.double()
+        self.components = components
+        self.dim = components[0].dim
+
+    @classmethod
+    def example(cls) -> "GaussianMixture":
+        return cls(torch.tensor([0.7, 0.3]), [
+            GaussianData(torch.tensor([-1.5, 0.5]), torch.tensor([[0.30, 0.10], [0.10, 0.20]])),
+            GaussianData(torch.tensor([1.5, -0.5]), torch.tensor([[0.15, -0.05], [-0.05, 0.25]])),
+        ])
+
+    def class_log_posterior(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """log p(y = k | x, σ) for every k: shape (B, K); differentiable in x."""
+        flat = x.reshape(x.shape[0], -1).double()
+        eye = torch.eye(self.dim, dtype=torch.float64)
+        logs = []
+        for w, c in zip(self.weights, self.components):
+            cov = c.cov[None] + sigma.double().reshape(-1, 1, 1) ** 2 * eye
+            dist = torch.distributions.MultivariateNormal(c.mean.expand(len(flat), -1), covariance_matrix=cov)
+            logs.append(torch.log(w) + dist.log_prob(flat))
+        return torch.log_softmax(torch.stack(logs, dim=1), dim=1)
+
+    def log_prob_class(self, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.class_log_posterior(x, sigma).gather(1, labels[:, None]).squeeze(1).to(x.dtype)
+
+    def denoiser(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        r = self.class_log_posterior(x, sigma).exp()
+        out = sum(r[:, k, None] * c.denoiser(x, sigma).reshape(x.shape[0], -1).double()
+                  for k, c in enumerate(self.components))
+        return out.to(x.dtype).reshape(x.shape)

@@ -21,6 +21,8 @@ EXPERIMENTS = {
     "sde_vp_mnist": ["sampler.steps=3"],
     "sde_subvp_mnist": ["sampler.steps=3"],
     "sde_ve_mnist": ["sampler.steps=3"],
+    "edm_mnist": ["sampler.steps=3"],
+    "cfg_mnist": ["callbacks.sample_grid.num_samples=10"],
 }
 
 
@@ -62,3 +64,30 @@ def ddpm_checkpoint(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("ddpm") / "run"
     train_tiny(run_dir, "trainer.max_steps=2", "callbacks.sample_grid.every_n_steps=0")
     return run_dir / "checkpoints" / "last.ckpt"
+
+
+def test_classifier_guidance_two_stages(tmp_path, ddpm_checkpoint):
+    """Stage 2 trains a noise-conditional classifier whose grids are the stage-1 model's guided samples; the
+    sample entry then guides the diffusion checkpoint with the classifier checkpoint."""
+    run_dir = tmp_path / "classifier"
+    run_cli("lit_diffusion.run", "experiment=classifier_guidance_mnist", f"model.diffusion_checkpoint={ddpm_checkpoint}",
+            "network.base_channels=8", "data.batch_size=8", "trainer.max_steps=2", "trainer.val_check_interval=2",
+            "+trainer.limit_val_batches=2", "callbacks.sample_grid.num_samples=4", "sampler.steps=3",
+            f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert (run_dir / "samples" / "final.png").is_file()
+    assert "val/accuracy" in (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
+    out = tmp_path / "guided"
+    proc = run_cli("lit_diffusion.sample", f"ckpt={ddpm_checkpoint}", f"classifier={run_dir / 'checkpoints' / 'last.ckpt'}",
+                   "class_labels=[3]", "guidance_scale=2", "n=2", "sampler.steps=3", f"out={out}",
+                   f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert (out / "grid.png").is_file(), proc.stdout
+
+
+def test_guidance_errors_are_one_message(tmp_path, ddpm_checkpoint):
+    proc = run_cli("lit_diffusion.sample", f"ckpt={ddpm_checkpoint}", "class_labels=[3]", "guidance_scale=2", "n=2",
+                   f"hydra.run.dir={tmp_path}", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "class-conditional" in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr
+    proc = run_cli("lit_diffusion.run", "experiment=classifier_guidance_mnist", f"hydra.run.dir={tmp_path / 'r'}",
+                   cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "model.diffusion_checkpoint" in proc.stderr + proc.stdout

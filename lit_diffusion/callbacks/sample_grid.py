@@ -29,10 +29,13 @@ class SampleGrid(Callback):
         seed: sampling seed, the same for every grid so that grids are comparable over training.
         sampler: sampler config (default: the model's).
         use_ema: sample from the EMA weights when an :class:`EMA` callback is present.
+        class_labels: labels cycled over the grid (class-conditional or classifier-guided models).
+        guidance_scale: classifier-free guidance scale, or the classifier-guidance scale of a classifier run.
     """
 
     def __init__(self, dirpath: str, every_n_steps: int = 500, num_samples: int = 64, nrow: int = 8,
-                 seed: int = 0, sampler: dict | None = None, use_ema: bool = True):
+                 seed: int = 0, sampler: dict | None = None, use_ema: bool = True,
+                 class_labels: list[int] | None = None, guidance_scale: float | None = None):
         self.dirpath = Path(dirpath)
         self.every_n_steps = every_n_steps
         self.num_samples = num_samples
@@ -40,6 +43,8 @@ class SampleGrid(Callback):
         self.seed = seed
         self.sampler = sampler
         self.use_ema = use_ema
+        self.class_labels = class_labels
+        self.guidance_scale = guidance_scale
         self.last_path: Path | None = None
 
     def _source(self, trainer: L.Trainer, pl_module: DiffusionModule) -> DiffusionModule:
@@ -54,7 +59,13 @@ class SampleGrid(Callback):
             return None
         model = self._source(trainer, pl_module)
         sampler = dict(self.sampler) if self.sampler else None
-        grid = to_grid(model.sample(self.num_samples, sampler=sampler, seed=self.seed).images, self.nrow)
+        labels = None
+        if self.class_labels is not None:
+            labels = torch.tensor(list(self.class_labels), device=pl_module.device)
+            labels = labels.repeat(-(-self.num_samples // len(labels)))[: self.num_samples]
+        images = model.sample(self.num_samples, sampler=sampler, seed=self.seed, class_labels=labels,
+                              guidance_scale=self.guidance_scale).images
+        grid = to_grid(images, self.nrow)
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"{name}.png"
         torchvision.utils.save_image(grid, path)

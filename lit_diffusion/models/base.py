@@ -17,6 +17,7 @@ from torch import Tensor
 import lit_diffusion
 from lit_diffusion.config import safe_instantiate
 from lit_diffusion.errors import UserError
+from lit_diffusion.guidance import classifier_free, classifier_guided
 from lit_diffusion.sampling import SampleResult, generate
 
 CHECKPOINT_KEY = "lit_diffusion"
@@ -43,6 +44,9 @@ class DiffusionModule(L.LightningModule):
         lr_warmup_steps: linear learning-rate warm-up (Ho et al. 2020 use 5000 steps).
         seed: base seed; the training randomness of step k is a function of (seed, k) only, which makes
             resuming from a checkpoint bit-exact.
+        label_dropout: probability of replacing a training label by the null label (index ``num_classes``
+            of a class-conditional network), which trains the unconditional model that classifier-free
+            guidance needs (Ho & Salimans 2021, Alg. 1; they use 0.1–0.2).
     """
 
     def __init__(
@@ -54,6 +58,7 @@ class DiffusionModule(L.LightningModule):
         image_shape: list[int],
         lr_warmup_steps: int = 0,
         seed: int = 0,
+        label_dropout: float = 0.0,
         run_config: dict | None = None,
     ):
         super().__init__()
@@ -62,6 +67,8 @@ class DiffusionModule(L.LightningModule):
         self.process = safe_instantiate(process)
         self.run_config = run_config
         self.class_conditional = network.get("num_classes") is not None
+        if label_dropout and not self.class_conditional:
+            raise UserError("model.label_dropout needs a class-conditional network: set network.num_classes")
 
     # --- what a framework defines --------------------------------------------------------------------
     @abstractmethod
@@ -91,7 +98,11 @@ class DiffusionModule(L.LightningModule):
         return batch["label"]
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss = self.loss(batch["image"], self._labels(batch))
+        labels = self._labels(batch)
+        if self.hparams.label_dropout > 0:
+            dropped = torch.rand(labels.shape, device=labels.device) < self.hparams.label_dropout
+            labels = labels.masked_fill(dropped, self.network.num_classes)
+        loss = self.loss(batch["image"], labels)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"the training loss became {loss.item()} at step {self.global_step}. Checkpoints written "
@@ -139,11 +150,31 @@ class DiffusionModule(L.LightningModule):
         sampler: dict | None = None,
         seed: int = 0,
         class_labels: Tensor | None = None,
+        guidance_scale: float | None = None,
+        classifier: Any = None,
         on_call: Callable[[], None] | None = None,
     ) -> SampleResult:
-        """Draw images in [-1, 1] with a sampler config (default: the model's), from a fixed seed."""
+        """Draw images in [-1, 1] with a sampler config (default: the model's), from a fixed seed.
+
+        ``class_labels`` condition a class-conditional model; ``guidance_scale`` w applies classifier-free
+        guidance (w = 1: plain conditional); with a noise-conditional ``classifier`` (a
+        :class:`~lit_diffusion.models.NoisyClassifier` on the same process) it is the classifier-guidance
+        scale s instead (:mod:`lit_diffusion.guidance`).
+        """
+        denoiser = self.denoiser(class_labels if self.class_conditional else None)
+        if guidance_scale is not None or classifier is not None:
+            if class_labels is None:
+                raise UserError("guidance needs the classes to guide towards: pass class_labels=[...]")
+            if classifier is not None:
+                denoiser = classifier_guided(denoiser, classifier.log_prob, class_labels,
+                                             1.0 if guidance_scale is None else guidance_scale)
+            elif not self.class_conditional:
+                raise UserError("classifier-free guidance (guidance_scale) needs a class-conditional model trained "
+                                "with label dropout (network.num_classes, model.label_dropout); for an "
+                                "unconditional model pass a noise-conditional classifier (classifier=PATH)")
+            else:
+                denoiser = classifier_free(denoiser, self.denoiser(None), guidance_scale)
         generator = torch.Generator(self.device).manual_seed(seed)
-        denoiser = self.denoiser(class_labels)
         was_training = self.training
         self.eval()
         try:
