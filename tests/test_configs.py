@@ -11,12 +11,14 @@ from lit_diffusion.run import build_model
 
 EXPERIMENTS = sorted(p.name[:-5] for p in files("lit_diffusion.configs").joinpath("experiment").iterdir()
                      if p.name.endswith(".yaml"))
+REQUIRED = {"classifier_guidance_mnist": ["model.diffusion_checkpoint=stage1.ckpt"]}  # values the user must give
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_and_builds(experiment):
     with initialize_config_module("lit_diffusion.configs", version_base="1.3"):
-        cfg = compose("config", overrides=[f"experiment={experiment}", "paths.output_dir=/tmp/unused"])
+        cfg = compose("config", overrides=[f"experiment={experiment}", "paths.output_dir=/tmp/unused",
+                                           *REQUIRED.get(experiment, [])])
     assert cfg.name == experiment
     model = build_model(cfg)
     assert model.hparams.sampler["algorithm"] == cfg.sampler.algorithm
