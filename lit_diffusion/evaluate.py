@@ -33,7 +33,7 @@ from lit_diffusion.config import to_plain
 from lit_diffusion.errors import UserError, exit_on_user_error
 from lit_diffusion.metrics import build_extractor, dataset_reference, extract, feature_metrics
 from lit_diffusion.metrics.features import file_sha256
-from lit_diffusion.metrics.images import count_folder, dataset_split, folder_images, to_uint8
+from lit_diffusion.metrics.images import dataset_split, folder_images, to_uint8
 from lit_diffusion.sample import resolve_sampler
 
 LIBRARIES = ("lit_diffusion", "torch", "torchvision", "torch-fidelity", "lightning", "numpy", "scipy")

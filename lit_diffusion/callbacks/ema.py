@@ -10,6 +10,7 @@ start step, and the module keeps its raw weights after fit.
 
 from __future__ import annotations
 
+import lightning as L
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
 
@@ -55,3 +56,13 @@ class EMA(WeightAveraging):
     def averaged_module(self) -> DiffusionModule | None:
         """The EMA copy of the LightningModule (None outside fit)."""
         return None if self._average_model is None else self._average_model.module
+
+
+def ema_or_live(trainer: L.Trainer, pl_module: DiffusionModule, use_ema: bool = True) -> DiffusionModule:
+    """The EMA copy of the module being trained when ``use_ema`` and an :class:`EMA` callback has one, else
+    the module itself (what sample grids and in-training evaluation draw from)."""
+    if use_ema:
+        for callback in trainer.callbacks:
+            if isinstance(callback, EMA) and callback.averaged_module is not None:
+                return callback.averaged_module
+    return pl_module

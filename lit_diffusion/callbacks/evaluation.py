@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lit_diffusion.callbacks.ema import EMA
+from lit_diffusion.callbacks.ema import ema_or_live
 from lit_diffusion.errors import UserError
 from lit_diffusion.metrics import build_extractor, dataset_reference, extract, feature_metrics
 from lit_diffusion.metrics.images import to_uint8
@@ -59,13 +59,6 @@ class Evaluation(Callback):
         self.history: list[dict] = []
         self._extractor = self._reference = None
 
-    def _source(self, trainer: L.Trainer, pl_module: DiffusionModule) -> DiffusionModule:
-        if self.use_ema:
-            for callback in trainer.callbacks:
-                if isinstance(callback, EMA) and callback.averaged_module is not None:
-                    return callback.averaged_module
-        return pl_module
-
     def _prepare(self, pl_module: DiffusionModule) -> None:
         """Build the extractor and load (or compute once) the reference features, on first use."""
         data_cfg = (pl_module.run_config or {}).get("data")
@@ -83,7 +76,7 @@ class Evaluation(Callback):
         if self._reference is None:
             self._prepare(pl_module)
         start = time.perf_counter()
-        model = self._source(trainer, pl_module)
+        model = ema_or_live(trainer, pl_module, self.use_ema)
         sampler = resolve_sampler(model.hparams.sampler, self.sampler) if self.sampler else None
         batches = (to_uint8(model.sample(min(self.batch_size, self.num_samples - i), sampler, seed=self.seed + i).images)
                    for i in range(0, self.num_samples, self.batch_size))

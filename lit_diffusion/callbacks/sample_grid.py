@@ -10,7 +10,7 @@ import torchvision
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
-from lit_diffusion.callbacks.ema import EMA
+from lit_diffusion.callbacks.ema import ema_or_live
 from lit_diffusion.models.base import DiffusionModule
 
 
@@ -47,17 +47,10 @@ class SampleGrid(Callback):
         self.guidance_scale = guidance_scale
         self.last_path: Path | None = None
 
-    def _source(self, trainer: L.Trainer, pl_module: DiffusionModule) -> DiffusionModule:
-        if self.use_ema:
-            for callback in trainer.callbacks:
-                if isinstance(callback, EMA) and callback.averaged_module is not None:
-                    return callback.averaged_module
-        return pl_module
-
     def write(self, trainer: L.Trainer, pl_module: DiffusionModule, name: str) -> Path | None:
         if not trainer.is_global_zero:
             return None
-        model = self._source(trainer, pl_module)
+        model = ema_or_live(trainer, pl_module, self.use_ema)
         sampler = dict(self.sampler) if self.sampler else None
         labels = None
         if self.class_labels is not None:

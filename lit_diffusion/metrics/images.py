@@ -36,12 +36,13 @@ def folder_images(root: str | Path, limit: int | None = None, batch_size: int = 
     if not files:
         raise UserError(f"no .png/.jpg/.jpeg/.webp/.bmp images under '{root}' ({root.absolute()}); pass a folder of images")
     files = files[:limit] if limit else files
+    first = None  # the size of the first batch; every batch must match it
     for start in range(0, len(files), batch_size):
         arrays = []
         for path in files[start: start + batch_size]:
             with Image.open(path) as image:
                 arrays.append(np.asarray(image.convert("RGB")))
-        if len({a.shape for a in arrays}) > 1 or (start and arrays[0].shape != first):
+        if len({a.shape for a in arrays}) > 1 or (first is not None and arrays[0].shape != first):
             raise UserError(f"images under '{root}' differ in size; resize them to one size first")
         first = arrays[0].shape
         yield torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)

@@ -42,9 +42,12 @@ class DDPM(DiffusionModule):
         pred = self.network(xt, t.to(x0.dtype), class_labels)
         return torch.mean((pred - training_target(self.prediction, x0, eps, a, b)) ** 2)
 
-    def denoise(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
+    def to_chain(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """x_t = s(σ) x, its (fractional) timestep, and the marginal coefficients a = s(σ), b = σ s(σ)."""
         a = expand_like(self.process.scale(sigma), x)
         b = expand_like(sigma, x) * a
-        xt = a * x
-        pred = self.network(xt, self.process.sigma_to_t(sigma), class_labels)
-        return predict_x0(self.prediction, pred, xt, a, b)
+        return a * x, self.process.sigma_to_t(sigma), a, b
+
+    def denoise(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
+        xt, t, a, b = self.to_chain(x, sigma)
+        return predict_x0(self.prediction, self.network(xt, t, class_labels), xt, a, b)

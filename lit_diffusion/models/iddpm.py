@@ -69,10 +69,8 @@ class IDDPM(DDPM):
         return torch.mean((pred - training_target(self.prediction, x0, eps, a, b)) ** 2) + self.vlb_weight * vlb
 
     def denoise_with_variance(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        a = expand_like(self.process.scale(sigma), x)
-        b = expand_like(sigma, x) * a
-        xt = a * x
-        pred, v = self._network(xt, self.process.sigma_to_t(sigma), class_labels)
+        xt, t, a, b = self.to_chain(x, sigma)
+        pred, v = self._network(xt, t, class_labels)
         return predict_x0(self.prediction, pred, xt, a, b), v
 
     def denoise(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
