@@ -26,6 +26,10 @@ from mnist_judge import Judge
 from lit_diffusion.checkpoint import model_from_checkpoint
 
 
+def describe_sampler(model) -> str:
+    return ", ".join(f"{k} {v}" for k, v in model.hparams.sampler.items() if k != "grid")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cfg-ckpt", required=True, help="class-conditional model trained with label dropout")
@@ -63,9 +67,8 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    sampler = lambda m: ", ".join(f"{k} {v}" for k, v in m.hparams.sampler.items() if k != "grid")  # noqa: E731
-    protocol = (f"Protocol: classifier-free: {args.cfg_ckpt} (EMA; sampler {sampler(cfg_model)}); classifier: "
-                f"{args.diffusion_ckpt} guided by {args.classifier_ckpt} (EMA; sampler {sampler(diffusion)}); "
+    protocol = (f"Protocol: classifier-free: {args.cfg_ckpt} (EMA; sampler {describe_sampler(cfg_model)}); classifier: "
+                f"{args.diffusion_ckpt} guided by {args.classifier_ckpt} (EMA; sampler {describe_sampler(diffusion)}); "
                 f"n = {args.n} samples asking for classes 0…9 in turn, seed 0; {judge.protocol()}; accuracy = the "
                 f"judge's on the requested classes (chance 0.10); NFE counts guided denoiser calls (classifier-free: two "
                 f"network forwards each; classifier: one forward plus the classifier's forward and backward); CPU, {torch.get_num_threads()} threads.\n\n")
