@@ -22,38 +22,30 @@ import platform
 import time
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from lit_diffusion.checkpoint import model_from_checkpoint, resolve_device
+from lit_diffusion.cli import entry_point
 from lit_diffusion.config import to_plain
-from lit_diffusion.errors import UserError, exit_on_user_error
+from lit_diffusion.errors import UserError
+from lit_diffusion.generation import build_guider, draw, guider_spec, model_classes
+from lit_diffusion.images import to_uint8
+from lit_diffusion.likelihood import bits_per_dim
 from lit_diffusion.metrics import build_extractor, dataset_reference, extract, feature_metrics
 from lit_diffusion.metrics.features import file_sha256
-from lit_diffusion.metrics.images import dataset_split, folder_images, to_uint8
-from lit_diffusion.sample import resolve_sampler
+from lit_diffusion.metrics.images import dataset_split, folder_images
+from lit_diffusion.sampling import resolve_sampler
 
 LIBRARIES = ("lit_diffusion", "torch", "torchvision", "torch-fidelity", "lightning", "numpy", "scipy")
 SUMMARY_KEYS = ("fid", "kid_mean", "is_mean", "precision", "recall")
 
 
-def batch_seed(seed: int, index: int) -> int:
-    """Seed of generated batch ``index`` for run seed ``seed`` (independent streams for different seeds)."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint32)[0])
-
-
-def sample_batches(model, n: int, sampler: dict, seed: int, batch_size: int, nfe: list):
-    """uint8 samples in batches; class-conditional models cycle through their classes."""
-    num_classes = model.hparams.network.get("num_classes")
-    for i in range(math.ceil(n / batch_size)):
-        size = min(batch_size, n - i * batch_size)
-        labels = None
-        if num_classes:
-            labels = torch.arange(i * batch_size, i * batch_size + size, device=model.device) % num_classes
-        result = model.sample(size, sampler, seed=batch_seed(seed, i), class_labels=labels)
+def sampled_uint8(results, nfe: list):
+    """uint8 images of sampled batches, noting the NFE per image."""
+    for result in results:
         nfe[:] = [result.nfe]
         yield to_uint8(result.images)
 
@@ -76,8 +68,6 @@ def data_config(cfg: DictConfig, model) -> dict | None:
 
 
 def bits_per_dim_of(model, data_cfg: dict, count: int, seed: int) -> dict:
-    from lit_diffusion.likelihood import bits_per_dim
-
     dataset = dataset_split(data_cfg, "val")
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(min(count, len(dataset)))), batch_size=100)
     generator = torch.Generator(model.device).manual_seed(seed)
@@ -88,13 +78,17 @@ def bits_per_dim_of(model, data_cfg: dict, count: int, seed: int) -> dict:
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    torch.set_flush_denormal(True)  # subnormal floats slow CPU kernels by 4-10x (benchmarks/)
     start = time.perf_counter()
     metrics = list(cfg.metrics)
     if (cfg.ckpt is None) == (cfg.fake is None):
         raise UserError("give exactly one source of generated images: ckpt=PATH (sample from a checkpoint) or fake=DIR")
+    if cfg.n is not None and cfg.n < 1 or cfg.batch_size < 1:
+        raise UserError(f"n={cfg.n} and batch_size={cfg.batch_size} must be positive")
     device = resolve_device(cfg.device)
     model = model_from_checkpoint(cfg.ckpt, cfg.weights, cfg.device) if cfg.ckpt else None
+    guider = build_guider(guider_spec(to_plain(cfg.guider), cfg.guidance_scale, cfg.classifier), cfg.weights,
+                          cfg.device) if model else None
+    labels = (list(cfg.class_labels) if cfg.class_labels is not None else model_classes(model)) if model else None
     if "bpd" in metrics and model is None:
         raise UserError("metrics=[bpd] needs ckpt=PATH (bits/dim is a likelihood of the model)")
     extractor = build_extractor(cfg.extractor, **({"inception_weights": cfg.inception_weights}
@@ -122,7 +116,8 @@ def evaluate(cfg: DictConfig) -> dict:
     for seed in seeds:
         if model is not None:
             sampler = resolve_sampler(model.hparams.sampler, to_plain(cfg.sampler))
-            batches = sample_batches(model, cfg.n, sampler, seed, cfg.batch_size, nfe)
+            batches = sampled_uint8(draw(model, cfg.n, sampler=sampler, seed=seed, batch_size=cfg.batch_size,
+                                         class_labels=labels, guider=guider), nfe)
         else:
             batches = folder_images(cfg.fake, cfg.n, cfg.batch_size)
         t0 = time.perf_counter()
@@ -145,12 +140,13 @@ def evaluate(cfg: DictConfig) -> dict:
             summary[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "min": float(np.min(vals))}
     result |= {
         "summary": summary, "runs": runs, "n": cfg.n if model else runs[0]["n"], "seeds": seeds,
-        "seed_derivation": "batch i of seed s: numpy SeedSequence([s, i])" if model else None,
+        "seed_derivation": "image i of seed s: numpy SeedSequence([s, i]) (batch-size independent)" if model else None,
         "fake_source": f"checkpoint {Path(cfg.ckpt).absolute()}" if model else f"folder {Path(cfg.fake).absolute()}",
         "checkpoint_sha256": file_sha256(Path(cfg.ckpt)) if model else None,
         "weights": cfg.weights if model else None,
         "sampler": sampler, "sampler_steps": (sampler or {}).get("steps"), "nfe": nfe[0],
-        "guidance_scale": (sampler or {}).get("guidance_scale"),
+        "guider": guider.name if guider else None, "guidance_scale": guider.scale if guider else None,
+        "class_labels": labels,
         "extractor": extractor.name, "extractor_weights": extractor.weights_id,
         "preprocessing": "samples quantised to uint8 as saved PNGs; " + extractor.preprocessing,
         "split": cfg.split if real is not None and not cfg.real else None,
@@ -181,7 +177,8 @@ def csv_row(result: dict, json_path: Path) -> dict:
     ref = result.get("reference") or {}
     row |= {"n": result["n"], "seeds": " ".join(map(str, result["seeds"])), "reference_id": ref.get("id"),
             "reference_n": ref.get("n"), "split": result["split"], "sampler": (result["sampler"] or {}).get("algorithm"),
-            "steps": result["sampler_steps"], "nfe": result["nfe"], "guidance_scale": result["guidance_scale"],
+            "steps": result["sampler_steps"], "nfe": result["nfe"], "guider": result["guider"],
+            "guidance_scale": result["guidance_scale"],
             "weights": result["weights"], "checkpoint_sha256": result["checkpoint_sha256"],
             "extractor": result["extractor"], "extractor_weights": result["extractor_weights"],
             "torch_fidelity": result["versions"]["torch-fidelity"], "torch": result["versions"]["torch"],
@@ -200,10 +197,7 @@ def append_csv(path: Path, row: dict) -> None:
         writer.writerows([*rows, row])
 
 
-@hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
-@exit_on_user_error
-def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+main = entry_point("evaluate")(evaluate)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from lit_diffusion.errors import UserError, exit_on_user_error
+from lit_diffusion.checkpoint import model_from_checkpoint
+from lit_diffusion.cli import entry_point
+from lit_diffusion.errors import UserError
 from lit_diffusion.sampling import CountingDenoiser
 from lit_diffusion.samplers.ode import ode_drift, solve_ode
 from lit_diffusion.samplers.score import as_sde
@@ -48,7 +50,7 @@ def ode_log_likelihood(denoiser, process, x: Tensor, *, trace: str = "rademacher
     if trace not in TRACE_ESTIMATORS:
         raise UserError(f"unknown trace estimator '{trace}': choose one of {', '.join(TRACE_ESTIMATORS)}")
     sde = as_sde(process, "likelihood")
-    counted = CountingDenoiser(denoiser)
+    counted = CountingDenoiser(denoiser, keep_variance=False)
     probe = None
     if trace != "exact":  # one probe vector per sample, fixed along the trajectory
         probe = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -83,12 +85,8 @@ def bits_per_dim(denoiser, process, images: Tensor, *, dequantize: bool = True,
     return -logp / (dims * math.log(2)) + 7.0, nfe
 
 
-@hydra.main(version_base="1.3", config_path="configs", config_name="likelihood")
-@exit_on_user_error
-def main(cfg: DictConfig) -> None:
-    from lit_diffusion.checkpoint import model_from_checkpoint
-
-    torch.set_flush_denormal(True)  # subnormal floats slow CPU kernels by 4-10x (benchmarks/)
+def likelihood(cfg: DictConfig) -> dict:
+    """Bits/dim of the first ``n`` validation images of the checkpoint's dataset."""
     model = model_from_checkpoint(cfg.ckpt, cfg.weights, cfg.device)
     data_cfg = (model.run_config or {}).get("data")
     if data_cfg is None:
@@ -113,7 +111,10 @@ def main(cfg: DictConfig) -> None:
     print(json.dumps(result, indent=2))
     if cfg.out:
         Path(cfg.out).write_text(json.dumps(result, indent=2))
+    return result
 
+
+main = entry_point("likelihood")(likelihood)
 
 if __name__ == "__main__":
     main()

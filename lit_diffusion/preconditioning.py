@@ -8,14 +8,64 @@ and is trained on L = E_{σ, y, n} λ(σ) ‖D_θ(y + n, σ) − y‖², n ~ N(0
 training distribution.  EDM's own pair makes the network's input and effective target unit-variance
 (App. B.6); the VP and VE pairs re-express DDPM++ (Song et al. 2021, VP SDE) and NCSN++ (VE SDE) in the same
 form, so one trainer covers the paper's ablations (Table 2, configs A–F).
+
+Every framework's denoiser is its network under one of these objects (k-diffusion's ``external.py`` does the
+same for foreign models): :class:`PredictionPreconditioning` recasts DDPM's and the score SDEs' ε / x_0 / v
+networks, :class:`ScorePreconditioning` NCSN's score networks.  Training on the effective target
+(x_0 − c_skip x)/c_out with weight λ c_out² is the same loss in the network's own units (EDM Eq. 8).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable, Protocol
 
 import torch
 from torch import Tensor
+
+from lit_diffusion.parameterizations import check_prediction
+
+
+class Preconditioning(Protocol):
+    def coefficients(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(c_skip, c_out, c_in, c_noise) for noise levels σ of shape (B,), in float64."""
+
+
+class PredictionPreconditioning:
+    """A network that predicts ε, x_0 or v of x_t = a x_0 + b ε with a = s(σ), b = σ s(σ) (DDPM, score SDEs).
+
+    It sees c_in x = x_t and its time c_noise(σ); x̂_0 follows from its output F as
+        ε:   x̂_0 = x − σ F                                    (c_skip = 1,           c_out = −σ),
+        x_0: x̂_0 = F                                          (c_skip = 0,           c_out = 1),
+        v:   x̂_0 = (a x_t − b F)/(a² + b²)                    (c_skip = 1/(1 + σ²),  c_out = −σ/(s (1 + σ²))),
+    (Ho et al. 2020 Eq. 11; Salimans & Ho 2022 §4), i.e. :func:`lit_diffusion.parameterizations.predict_x0`.
+    """
+
+    def __init__(self, prediction: str, scale: Callable[[Tensor], Tensor], noise_cond: Callable[[Tensor], Tensor]):
+        self.prediction = check_prediction(prediction)
+        self.scale, self.noise_cond = scale, noise_cond
+
+    def coefficients(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        s = self.scale(sigma)
+        if self.prediction == "eps":
+            c_skip, c_out = torch.ones_like(sigma), -sigma
+        elif self.prediction == "x0":
+            c_skip, c_out = torch.zeros_like(sigma), torch.ones_like(sigma)
+        else:
+            c_skip, c_out = 1 / (1 + sigma**2), -sigma / (s * (1 + sigma**2))
+        return c_skip, c_out, s, self.noise_cond(sigma)
+
+
+class ScorePreconditioning:
+    """NCSN's score network s_θ(x, σ) = F/σ (NCSNv2 Technique 3) or F (NCSN) as a denoiser by Tweedie's
+    formula, D = x + σ² s_θ: c_skip = 1, c_out = σ (or σ²), c_in = 1, c_noise = ``noise_cond_scale`` · ln σ."""
+
+    def __init__(self, scale_output: bool = True, noise_cond_scale: float = 250.0):
+        self.scale_output, self.noise_cond_scale = scale_output, noise_cond_scale
+
+    def coefficients(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        c_out = sigma if self.scale_output else sigma**2
+        return torch.ones_like(sigma), c_out, torch.ones_like(sigma), self.noise_cond_scale * sigma.log()
 
 
 class EDMPreconditioning:

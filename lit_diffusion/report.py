@@ -12,10 +12,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from lit_diffusion.errors import UserError, exit_on_user_error
+from lit_diffusion.cli import entry_point
+from lit_diffusion.errors import UserError
 from lit_diffusion.metrics.published import PUBLISHED, published_for
 
 OURS = ("name", "dataset", "fid", "fid_std", "kid_mean", "precision", "recall", "is_mean", "bpd", "n", "seeds", "reference_id",
@@ -102,10 +102,7 @@ def report(cfg: DictConfig) -> str:
     return text
 
 
-@hydra.main(version_base="1.3", config_path="configs", config_name="report")
-@exit_on_user_error
-def main(cfg: DictConfig) -> None:
-    report(cfg)
+main = entry_point("report")(report)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ from omegaconf import DictConfig
 
 from lit_diffusion.callbacks import SampleGrid
 from lit_diffusion.checkpoint import load_checkpoint
+from lit_diffusion.cli import entry_point
 from lit_diffusion.config import to_plain, trusted_class
-from lit_diffusion.errors import exit_on_user_error
 from lit_diffusion.models.base import DiffusionModule
 
 
@@ -54,7 +54,6 @@ def build_loggers(cfg: DictConfig) -> list:
 
 def train(cfg: DictConfig) -> dict:
     """Fit the configured model; returns the final metrics and the paths of the last checkpoint and grid."""
-    torch.set_flush_denormal(True)  # subnormal floats slow CPU kernels by 4-10x (benchmarks/)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.ckpt_path is not None:
         load_checkpoint(cfg.ckpt_path)  # a clear error before anything is built
@@ -75,10 +74,7 @@ def train(cfg: DictConfig) -> dict:
     return {"metrics": metrics, "checkpoint": checkpoint, "sample_grid": str(grid) if grid else None}
 
 
-@hydra.main(version_base="1.3", config_path="configs", config_name="config")
-@exit_on_user_error
-def main(cfg: DictConfig) -> None:
-    train(cfg)
+main = entry_point("config")(train)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from lit_diffusion.datamodules import (
     CIFAR10DataModule,
     EpochShuffleSampler,
     FashionMNISTDataModule,
+    ImageDataModule,
     ImageFolderDataModule,
     MNISTDataModule,
 )
@@ -121,8 +122,8 @@ def test_mnist_5k_csv_in_root_comes_first_and_label_is_last_column(tmp_path):
     dm = MNISTDataModule(root=str(tmp_path), batch_size=2, val_fraction=0.1)
     dm.setup()
     assert (len(dm.train_set), len(dm.val_set)) == (18, 2)
-    for index in dm.val_set.indices:
-        sample = dm.val_set.dataset[index]
+    for index in dm.val_set.dataset.indices:
+        sample = dm.val_set.dataset.dataset[index]
         torch.testing.assert_close(sample["image"][0], scaled(images[index]), rtol=0, atol=1e-6)
         assert sample["label"] == labels[index]
 
@@ -131,7 +132,7 @@ def test_mnist_bundled_5k_is_real_mnist():
     dm = MNISTDataModule(batch_size=500, val_fraction=0.1)
     dm.setup()
     assert (len(dm.train_set), len(dm.val_set)) == (4500, 500)
-    images, labels = dm.train_set.dataset.images, dm.train_set.dataset.labels
+    images, labels = dm.train_set.dataset.dataset.images, dm.train_set.dataset.dataset.labels
     assert images.shape == (5000, 28, 28) and images.dtype == np.uint8 and (images.min(), images.max()) == (0, 255)
     assert np.bincount(labels).tolist() == [500] * 10
     assert (images > 127).mean() < 0.25  # digits: mostly black background
@@ -272,7 +273,7 @@ def test_image_folder_flat_is_unlabeled_and_split_by_seed(tmp_path):
                                    batch_size=2)
         dm.setup()
         assert dm.num_classes is None and (len(dm.train_set), len(dm.val_set)) == (9, 2)
-        held_out.append(dm.val_set.indices)
+        held_out.append(dm.val_set.dataset.indices)
     assert held_out[0] == held_out[1] != held_out[2]
 
 
@@ -341,10 +342,10 @@ class Recorder(lightning.LightningModule):
     def __init__(self):
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(()))
-        self.batches: list[torch.Tensor] = []
+        self.batches: list[dict[str, torch.Tensor]] = []
 
     def training_step(self, batch, batch_idx):
-        self.batches.append(batch["image"].clone())
+        self.batches.append({key: value.clone() for key, value in batch.items()})
         return self.weight * batch["image"].mean()
 
     def configure_optimizers(self):
@@ -355,12 +356,15 @@ class Recorder(lightning.LightningModule):
 @pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")
 @pytest.mark.parametrize(("num_workers", "step"), [(0, 6), (2, 4)], ids=["mid-epoch", "epoch-end-with-workers"])
 def test_lightning_resume_sees_the_same_batches(tmp_path, num_workers, step):
+    """With pair transforms on: the resumed batches' random masks and low-resolution inputs match too."""
     write_idx_set(tmp_path / "MNIST" / "raw", suffix="", n_train=16)
+    pairs = {"box": {"_target_": "lit_diffusion.datamodules.pairs.Mask", "kind": "box"},
+             "low_res": {"_target_": "lit_diffusion.datamodules.pairs.LowResolution", "factor": 4}}
 
     def fit(ckpt_path=None, callbacks=()):
         module = Recorder()
         dm = MNISTDataModule(root=str(tmp_path), variant="full", batch_size=4, random_flip=True, seed=5,
-                             num_workers=num_workers)
+                             num_workers=num_workers, pairs=pairs)
         lightning.Trainer(
             max_epochs=2, accelerator="cpu", logger=False, callbacks=list(callbacks), enable_progress_bar=False,
             enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path,
@@ -373,22 +377,44 @@ def test_lightning_resume_sees_the_same_batches(tmp_path, num_workers, step):
     uninterrupted = fit(callbacks=[checkpoint])
     resumed = fit(ckpt_path=tmp_path / "ckpt" / f"step={step}.ckpt")
     assert len(uninterrupted) == 8 and len(resumed) == 8 - step  # 2 epochs of 4 batches
-    assert all(torch.equal(a, b) for a, b in zip(uninterrupted[step:], resumed))
+    assert set(resumed[0]) == {"image", "label", "mask", "masked_image", "low_res"}
+    assert all(torch.equal(a[key], b[key]) for a, b in zip(uninterrupted[step:], resumed) for key in a)
 
 
 # ----------------------------------------------------------------------------------------------- configs
+
+
+def own_defaults(cls: type) -> dict[str, object]:
+    """The keyword arguments ``cls.__init__`` itself declares, with their defaults."""
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return {p.name: p.default for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.name != "self"}
+
+
+def constructor_defaults(cls: type) -> dict[str, object]:
+    """Every argument a DataModule accepts with its default: the base's, overridden by the subclass's own
+    (a subclass passes the rest on through ``**kwargs``)."""
+    return {**own_defaults(ImageDataModule), **own_defaults(cls)}
+
+
+@pytest.mark.parametrize("cls", [MNISTDataModule, FashionMNISTDataModule, CIFAR10DataModule, ImageFolderDataModule])
+def test_subclasses_declare_only_their_arguments_and_changed_defaults(cls):
+    base = own_defaults(ImageDataModule)
+    restated = {name for name, default in own_defaults(cls).items() if name in base and base[name] == default}
+    assert not restated
+    assert inspect.signature(cls.__init__).parameters["kwargs"].kind is inspect.Parameter.VAR_KEYWORD
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10", "image_folder"])
 def test_config_lists_every_constructor_argument_with_its_default(name, tmp_path):
     config = OmegaConf.load(CONFIG_DIR / f"{name}.yaml")
     cls = hydra.utils.get_class(config._target_)
-    parameters = inspect.signature(cls.__init__).parameters
-    assert set(config) - {"_target_"} == set(parameters) - {"self"}
+    defaults = constructor_defaults(cls)
+    assert set(config) - {"_target_"} == set(defaults)
     for key in set(config) - {"_target_"}:
         if not (OmegaConf.is_interpolation(config, key) or OmegaConf.is_missing(config, key)):
-            assert config[key] == parameters[key].default, key
-    assert config.image_size == parameters["image_size"].default and config.channels in (1, 3)
+            assert config[key] == defaults[key], key
+    assert config.channels in (1, 3)
 
     main = OmegaConf.create({"seed": 7, "paths": {"data_dir": str(tmp_path)}, "data": config})
     if name == "image_folder":

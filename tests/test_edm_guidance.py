@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from gaussian import GaussianMixture, assert_moments_match
-from lit_diffusion.errors import UserError
-from lit_diffusion.guidance import classifier_free, classifier_guided
-from lit_diffusion.models import DDPM, EDM
+from lit_diffusion.guidance import ClassifierFree, ClassifierGuidance
+from lit_diffusion.models import EDM
 from lit_diffusion.preconditioning import (EDMObjective, EDMPreconditioning, VEPreconditioning, VPObjective,
                                            VPPreconditioning)
 from lit_diffusion.processes import VPSDE, EDMProcess
@@ -74,7 +73,7 @@ class _ExactNetwork(torch.nn.Module):
         super().__init__()
         self.pre = pre
 
-    def forward(self, x_in, c_noise, class_labels=None):
+    def forward(self, x_in, c_noise, cond=None):
         sigma = (4 * c_noise.double()).exp()
         c_skip, c_out, c_in, _ = (c.reshape(-1, 1) for c in self.pre.coefficients(sigma))
         x = x_in / c_in
@@ -83,7 +82,7 @@ class _ExactNetwork(torch.nn.Module):
 
 def test_edm_loss_is_minimal_at_the_exact_denoiser():
     model = EDM(network={"_target_": "torch.nn.Identity"}, process={"_target_": "lit_diffusion.processes.EDMProcess"},
-                optimizer={}, sampler={}, image_shape=[2],
+                optimizer={}, sampler={}, image_shape=[2, 1, 1],
                 preconditioning={"_target_": "lit_diffusion.preconditioning.EDMPreconditioning"},
                 objective={"_target_": "lit_diffusion.preconditioning.EDMObjective"})
     x0 = torch.cat([c.sample(n, torch.Generator().manual_seed(k))  # the mixture's own weights, 0.7 / 0.3
@@ -98,25 +97,43 @@ def test_edm_loss_is_minimal_at_the_exact_denoiser():
     assert losses["exact"] < losses["perturbed"]
 
 
-def _cond(k):
-    return MIXTURE.components[k].denoiser
+def _mixture_denoiser(x, sigma, cond):
+    """D(x, σ | label) of the mixture: the component's denoiser, or the mixture's for the null label −1."""
+    labels = cond["label"]
+    out = MIXTURE.denoiser(x, sigma).clone()
+    for k, component in enumerate(MIXTURE.components):
+        rows = labels == k
+        if rows.any():
+            out[rows] = component.denoiser(x[rows], sigma[rows])
+    return out
+
+
+def _labels(n, k):
+    return {"label": torch.full((n,), k, dtype=torch.long)}
 
 
 @pytest.mark.parametrize("sampler", [{"algorithm": "heun", "steps": 20}, {"algorithm": "ddim", "steps": 20, "eta": 1.0}])
 def test_classifier_free_guidance_at_zero_and_one(sampler):
     process = EDMProcess()
-    for scale, expected in ((0.0, MIXTURE.denoiser), (1.0, _cond(1))):
-        guided = generate(classifier_free(_cond(1), MIXTURE.denoiser, scale), process, (256, 2), sampler,
-                          generator=torch.Generator().manual_seed(0)).images
+    cond, uncond = _labels(256, 1), _labels(256, -1)
+    for scale, expected in ((0.0, MIXTURE.denoiser), (1.0, MIXTURE.components[1].denoiser)):
+        guided = generate(ClassifierFree(scale).denoiser(_mixture_denoiser, cond, uncond, cond), process, (256, 2),
+                          sampler, generator=torch.Generator().manual_seed(0)).images
         plain = generate(expected, process, (256, 2), sampler, generator=torch.Generator().manual_seed(0)).images
         torch.testing.assert_close(guided, plain, rtol=1e-5, atol=1e-5)
+
+
+def _classifier_guided(log_prob, labels, scale):
+    cond = {"label": labels}
+    classifier = type("Exact", (), {"log_prob": staticmethod(log_prob)})()
+    return ClassifierGuidance(classifier, scale).denoiser(lambda x, sigma, c: MIXTURE.denoiser(x, sigma), {}, None, cond)
 
 
 def test_classifier_guidance_with_a_zero_gradient_is_unguided():
     labels = torch.zeros(256, dtype=torch.long)
     constant = lambda x, sigma, y: 0.0 * x.sum(dim=1) + 1.0  # noqa: E731
     sampler = {"algorithm": "dpm_solver", "steps": 20}
-    guided = generate(classifier_guided(MIXTURE.denoiser, constant, labels, 5.0), EDMProcess(), (256, 2), sampler,
+    guided = generate(_classifier_guided(constant, labels, 5.0), EDMProcess(), (256, 2), sampler,
                       generator=torch.Generator().manual_seed(0)).images
     plain = generate(MIXTURE.denoiser, EDMProcess(), (256, 2), sampler, generator=torch.Generator().manual_seed(0)).images
     torch.testing.assert_close(guided, plain)
@@ -129,43 +146,10 @@ def test_exact_classifier_guidance_samples_the_chosen_component(component):
     n = 4000
     labels = torch.full((n,), component, dtype=torch.long)
     sampler = {"algorithm": "heun", "steps": 25}
-    out = generate(classifier_guided(MIXTURE.denoiser, MIXTURE.log_prob_class, labels, 1.0), EDMProcess(),
+    out = generate(_classifier_guided(MIXTURE.log_prob_class, labels, 1.0), EDMProcess(),
                    (n, 2), sampler, generator=torch.Generator().manual_seed(0)).images
     assert_moments_match(out, MIXTURE.components[component], mean_tol=0.05, cov_tol=0.05)
-    strong = generate(classifier_guided(MIXTURE.denoiser, MIXTURE.log_prob_class, labels[:1000], 3.0), EDMProcess(),
+    strong = generate(_classifier_guided(MIXTURE.log_prob_class, labels[:1000], 3.0), EDMProcess(),
                       (1000, 2), sampler, generator=torch.Generator().manual_seed(1)).images.double()
     distances = torch.stack([(strong - c.mean).norm(dim=1) for c in MIXTURE.components], dim=1)
     assert (distances.argmin(1) == component).double().mean().item() > 0.99
-
-
-def _tiny_conditional_ddpm() -> DDPM:
-    network = {"_target_": "lit_diffusion.networks.UNet", "in_channels": 1, "image_size": 8, "base_channels": 8,
-               "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [], "num_classes": 3,
-               "num_groups": 4}
-    model = DDPM(network=network, process={"_target_": "lit_diffusion.processes.DiscreteVP", "num_timesteps": 100},
-                 optimizer={}, sampler={"algorithm": "ddim", "steps": 5}, image_shape=[1, 8, 8], label_dropout=0.1)
-    for param in model.network.parameters():  # zero-initialised output layers would hide the labels
-        if param.dim() > 1 and not param.any():
-            torch.nn.init.normal_(param, std=0.1)
-    return model
-
-
-def test_model_sampling_with_classifier_free_guidance():
-    model = _tiny_conditional_ddpm()
-    labels = torch.tensor([0, 1, 2, 1])
-    cond = model.sample(4, seed=3, class_labels=labels).images
-    uncond = model.sample(4, seed=3).images
-    assert (cond - uncond).abs().max() > 1e-3
-    torch.testing.assert_close(model.sample(4, seed=3, class_labels=labels, guidance_scale=1.0).images, cond,
-                               rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(model.sample(4, seed=3, class_labels=labels, guidance_scale=0.0).images, uncond,
-                               rtol=1e-4, atol=1e-4)
-    with pytest.raises(UserError, match="class_labels"):
-        model.sample(4, guidance_scale=2.0)
-
-
-def test_label_dropout_needs_a_conditional_network():
-    with pytest.raises(UserError, match="num_classes"):
-        DDPM(network={"_target_": "lit_diffusion.networks.UNet", "in_channels": 1, "image_size": 8},
-             process={"_target_": "lit_diffusion.processes.DiscreteVP"}, optimizer={}, sampler={},
-             image_shape=[1, 8, 8], label_dropout=0.1)

@@ -5,7 +5,8 @@ Built on Lightning's :class:`~lightning.pytorch.callbacks.WeightAveraging`, whic
 ``state_dict`` (the raw weights go to ``current_model_state``), so ``load_from_checkpoint`` gives the EMA
 model and resuming restores both.  Added here: the decay warm-up min(decay, (1+n)/(10+n)) of
 TensorFlow's ExponentialMovingAverage (used by the DDPM and score SDE code), an update interval and a
-start step, and the module keeps its raw weights after fit.
+start step, and the module keeps its raw weights after fit.  Frozen parts (:mod:`lit_diffusion.frozen`) are
+shared with the averaged copy, not averaged, and stored once: the raw-weights copy leaves them out.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
 
+from lit_diffusion.frozen import frozen_prefixes, restore_frozen, without_frozen
 from lit_diffusion.models.base import DiffusionModule
 
 
@@ -41,13 +43,25 @@ class EMA(WeightAveraging):
 
     def _average(self, ema_params: list, params: list, num_averaged: torch.Tensor) -> None:
         weight = 1.0 - self.effective_decay(int(num_averaged))
-        floating = [(e, p) for e, p in zip(ema_params, params) if e.is_floating_point()]
+        floating = [(e, p) for e, p in zip(ema_params, params) if e.is_floating_point() and e is not p]
         if floating:
             ema, current = zip(*floating)
             torch._foreach_lerp_(list(ema), list(current), weight)
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         return step_idx is not None and step_idx >= self.start_step and (step_idx + 1) % self.update_every == 0
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        if "current_model_state" in checkpoint:
+            checkpoint["current_model_state"] = without_frozen(checkpoint["current_model_state"],
+                                                               frozen_prefixes(pl_module))
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if "current_model_state" in checkpoint:
+            checkpoint["current_model_state"] = restore_frozen(checkpoint["current_model_state"],
+                                                               checkpoint["state_dict"])
+        super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
     def on_train_end(self, trainer, pl_module) -> None:
         """Keep the raw weights in the module (Lightning's default would overwrite them with the average)."""

@@ -22,8 +22,10 @@ from lightning.pytorch.callbacks import Callback
 from lit_diffusion.callbacks.ema import ema_or_live
 from lit_diffusion.errors import UserError
 from lit_diffusion.metrics import build_extractor, dataset_reference, extract, feature_metrics
-from lit_diffusion.metrics.images import to_uint8
+from lit_diffusion.generation import draw, model_classes
+from lit_diffusion.images import to_uint8
 from lit_diffusion.models.base import DiffusionModule
+from lit_diffusion.sampling import resolve_sampler
 
 LOGGED = {"fid": "fid", "kid_mean": "kid", "is_mean": "is", "precision": "precision", "recall": "recall"}
 
@@ -71,15 +73,13 @@ class Evaluation(Callback):
 
     @torch.no_grad()
     def evaluate(self, trainer: L.Trainer, pl_module: DiffusionModule) -> dict:
-        from lit_diffusion.sample import resolve_sampler  # here: sample.py imports this package
-
         if self._reference is None:
             self._prepare(pl_module)
         start = time.perf_counter()
         model = ema_or_live(trainer, pl_module, self.use_ema)
         sampler = resolve_sampler(model.hparams.sampler, self.sampler) if self.sampler else None
-        batches = (to_uint8(model.sample(min(self.batch_size, self.num_samples - i), sampler, seed=self.seed + i).images)
-                   for i in range(0, self.num_samples, self.batch_size))
+        batches = (to_uint8(result.images) for result in draw(model, self.num_samples, sampler=sampler, seed=self.seed,
+                                                              batch_size=self.batch_size, class_labels=model_classes(model)))
         fake, logits = extract(self._extractor, batches, pl_module.device)
         values, _ = feature_metrics(self.metrics, fake, self._reference.features, logits,
                                     kid_subset_size=min(1000, self.num_samples))

@@ -5,18 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-import torch
-import torchvision
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from lit_diffusion.callbacks.ema import ema_or_live
+from lit_diffusion.generation import build_guider, draw
+from lit_diffusion.images import save_grid, to_grid
 from lit_diffusion.models.base import DiffusionModule
-
-
-def to_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
-    """Images in [-1, 1] → one (C, H, W) grid in [0, 1]."""
-    return torchvision.utils.make_grid((images.float().clamp(-1, 1) + 1) / 2, nrow=nrow, padding=2)
 
 
 class SampleGrid(Callback):
@@ -30,12 +25,13 @@ class SampleGrid(Callback):
         sampler: sampler config (default: the model's).
         use_ema: sample from the EMA weights when an :class:`EMA` callback is present.
         class_labels: labels cycled over the grid (class-conditional or classifier-guided models).
-        guidance_scale: classifier-free guidance scale, or the classifier-guidance scale of a classifier run.
+        guider: ``{name: none | cfg | classifier, scale: …}`` (:func:`lit_diffusion.generation.build_guider`);
+            None: the model's own (a classifier run guides with the classifier being trained).
     """
 
     def __init__(self, dirpath: str, every_n_steps: int = 500, num_samples: int = 64, nrow: int = 8,
                  seed: int = 0, sampler: dict | None = None, use_ema: bool = True,
-                 class_labels: list[int] | None = None, guidance_scale: float | None = None):
+                 class_labels: list[int] | None = None, guider: dict | None = None):
         self.dirpath = Path(dirpath)
         self.every_n_steps = every_n_steps
         self.num_samples = num_samples
@@ -44,7 +40,7 @@ class SampleGrid(Callback):
         self.sampler = sampler
         self.use_ema = use_ema
         self.class_labels = class_labels
-        self.guidance_scale = guidance_scale
+        self.guider = None if guider is None else build_guider(guider)
         self.last_path: Path | None = None
 
     def write(self, trainer: L.Trainer, pl_module: DiffusionModule, name: str) -> Path | None:
@@ -52,16 +48,10 @@ class SampleGrid(Callback):
             return None
         model = ema_or_live(trainer, pl_module, self.use_ema)
         sampler = dict(self.sampler) if self.sampler else None
-        labels = None
-        if self.class_labels is not None:
-            labels = torch.tensor(list(self.class_labels), device=pl_module.device)
-            labels = labels.repeat(-(-self.num_samples // len(labels)))[: self.num_samples]
-        images = model.sample(self.num_samples, sampler=sampler, seed=self.seed, class_labels=labels,
-                              guidance_scale=self.guidance_scale).images
-        grid = to_grid(images, self.nrow)
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        path = self.dirpath / f"{name}.png"
-        torchvision.utils.save_image(grid, path)
+        (result,) = draw(model, self.num_samples, sampler=sampler, seed=self.seed, batch_size=self.num_samples,
+                         class_labels=self.class_labels, guider=self.guider)
+        grid = to_grid(result.images, self.nrow)
+        path = save_grid(result.images, self.dirpath / f"{name}.png", self.nrow)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("samples", grid, trainer.global_step)

@@ -1,4 +1,5 @@
-"""Image DataModules: batches are ``{"image": (B, C, H, W) float in [-1, 1], "label": (B,) long}``."""
+"""Image DataModules: batches are ``{"image": (B, C, H, W) float in [-1, 1], "label": (B,) long}``, plus the
+keys of the pair transforms configured in ``data.pairs`` (:mod:`lit_diffusion.datamodules.pairs`)."""
 
 from lit_diffusion.datamodules.base import EpochShuffleSampler, ImageDataModule
 from lit_diffusion.datamodules.cifar10 import CIFAR10DataModule

@@ -2,12 +2,13 @@
 
 A concrete DataModule only says where its images are: :meth:`ImageDataModule.load_splits` returns a train
 split and, when the dataset has one, a test split (used for validation); each split is a sequence of images
-(uint8 arrays or file paths) and their labels or ``None``.  Everything else lives here.
+(uint8 arrays or file paths) and their labels or ``None``.  Everything else lives here, including the pair
+transforms (:mod:`lit_diffusion.datamodules.pairs`) that add conditioning inputs to each sample.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from lit_diffusion.datamodules.pairs import PairTransform, build_pairs
 from lit_diffusion.errors import UserError
 
 Split = tuple[Sequence[Any], Sequence[int] | None]
@@ -67,24 +69,38 @@ class ImageDataset(Dataset):
         return sample
 
 
-class HorizontalFlipViews(Dataset):
-    """Two views of a dataset: index ``i`` is item ``i``, index ``len + i`` is item ``i`` mirrored left-right.
+def derived_seed(*entropy: int) -> int:
+    """A 64-bit seed that depends only on ``entropy`` (numpy's ``SeedSequence``: well mixed, so nearby
+    inputs such as consecutive epochs or items give unrelated streams)."""
+    return int(np.random.SeedSequence(list(entropy)).generate_state(1, np.uint64)[0])
 
-    Random flipping is then the sampler's choice of view, so it is as reproducible as the shuffle order
-    (a flip drawn inside a worker would depend on worker state, which a resumed run does not restore).
+
+class SampleViews(Dataset):
+    """The samples of ``dataset`` as a model sees them: views of each item, plus the keys of the pair transforms.
+
+    With ``num_views=2`` index ``i`` is item ``i`` and index ``len + i`` is item ``i`` mirrored left-right:
+    random flipping is then the sampler's choice of view, so it is as reproducible as the shuffle order (a
+    flip drawn inside a worker would depend on worker state, which a resumed run does not restore).  The
+    ``pairs`` (:mod:`lit_diffusion.datamodules.pairs`) then run in order on the possibly mirrored sample,
+    each adding its keys, with one ``torch.Generator`` per item seeded from ``(seed, item)``: a pair is
+    aligned with its image, and an item's random draws do not depend on epoch, view, worker or batch.
     """
 
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
+    def __init__(self, dataset: Dataset, pairs: Sequence[PairTransform] = (), seed: int = 0, num_views: int = 1):
+        self.dataset, self.pairs, self.seed, self.num_views = dataset, tuple(pairs), seed, num_views
 
     def __len__(self) -> int:
-        return 2 * len(self.dataset)
+        return self.num_views * len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         view, item = divmod(index, len(self.dataset))
         sample = self.dataset[item]
         if view:
             sample = {**sample, "image": sample["image"].flip(-1)}
+        if self.pairs:
+            generator = torch.Generator().manual_seed(derived_seed(self.seed, item))
+            for pair in self.pairs:
+                sample = {**sample, **pair(sample, generator)}
         return sample
 
 
@@ -93,7 +109,7 @@ class EpochShuffleSampler(Sampler[int]):
 
     The order of epoch ``e`` is a permutation drawn from a ``torch.Generator`` seeded with ``seed + e``; with
     ``num_views > 1`` the same generator then picks a view per item and the sampler yields
-    ``view * num_items + item`` (see :class:`HorizontalFlipViews`).  :attr:`generator` is meant for the
+    ``view * num_items + item`` (see :class:`SampleViews`).  :attr:`generator` is meant for the
     DataLoader (worker seeds) and is reseeded from ``(seed, epoch)`` too.  Lightning calls :meth:`set_epoch`
     before each epoch; :attr:`start` skips the first items of the next pass once (mid-epoch resumption).
     """
@@ -109,8 +125,7 @@ class EpochShuffleSampler(Sampler[int]):
         if epoch != self.epoch:
             self.start = 0
         self.epoch = epoch
-        loader_seed = np.random.SeedSequence([self.seed, epoch]).generate_state(1, np.uint64)[0]
-        self.generator.manual_seed(int(loader_seed))
+        self.generator.manual_seed(derived_seed(self.seed, epoch))
 
     def order(self) -> torch.Tensor:
         """All indices of the current epoch, in order."""
@@ -164,8 +179,22 @@ class ImageDataModule(lightning.LightningDataModule):
     """Base of the image DataModules: batches are ``{"image": (B, C, H, W) in [-1, 1], "label": (B,)}``.
 
     Subclasses implement :meth:`load_splits` (and :meth:`download_data` when they can download); they may set
-    :attr:`dataset_name` and :attr:`num_classes`.  Without a test split, ``val_fraction`` of the train split
-    is held out for validation, chosen by ``seed``; with one, the test split is the validation set.
+    :attr:`dataset_name` and :attr:`num_classes`.  Their constructors declare only their own arguments and
+    the defaults they change, and pass every other keyword on to this one.  Without a test split,
+    ``val_fraction`` of the train split is held out for validation, chosen by ``seed``; with one, the test
+    split is the validation set.
+
+    ``pairs`` adds conditioning inputs for image-to-image tasks to every sample of :attr:`train_set` and
+    :attr:`val_set` (hence to their batches): pair transforms of :mod:`lit_diffusion.datamodules.pairs`,
+    computed after the random flip, with random draws fixed per ``(seed, item)`` (see :class:`SampleViews`).
+    It is a dict of named configs (or a list, or instances); on the command line add one by name, change it,
+    or switch it off with ``null``::
+
+        +data.pairs.low_res._target_=lit_diffusion.datamodules.pairs.LowResolution +data.pairs.low_res.factor=4
+        +data.pairs.mask._target_=lit_diffusion.datamodules.pairs.Mask +data.pairs.mask.kind=box
+        data.pairs.low_res=null
+
+    which gives batches with ``low_res`` (B, C, H, W) and ``mask`` (B, 1, H, W), ``masked_image`` (B, C, H, W).
     """
 
     dataset_name = "dataset"
@@ -185,6 +214,7 @@ class ImageDataModule(lightning.LightningDataModule):
         center_crop: bool = False,
         seed: int = 0,
         pin_memory: bool = False,
+        pairs: Mapping[str, Any] | Sequence[Any] | None = None,
     ):
         super().__init__()
         if channels not in (1, 3):
@@ -196,8 +226,9 @@ class ImageDataModule(lightning.LightningDataModule):
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.val_fraction, self.random_flip, self.center_crop = val_fraction, random_flip, center_crop
         self.seed = seed
-        self.train_set: Dataset | None = None
-        self.val_set: Dataset | None = None
+        self.pairs = build_pairs(pairs, self.image_shape)
+        self.train_set: SampleViews | None = None
+        self.val_set: SampleViews | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -223,10 +254,12 @@ class ImageDataModule(lightning.LightningDataModule):
         mode = "L" if self.channels == 1 else "RGB"
         transform = image_transform(self.image_size, self.center_crop)
         train_set = ImageDataset(*train, mode, transform)
-        if test is not None:
-            self.train_set, self.val_set = train_set, ImageDataset(*test, mode, transform)
+        if test is None:
+            train_set, val_set = self._hold_out(train_set)
         else:
-            self.train_set, self.val_set = self._hold_out(train_set)
+            val_set = ImageDataset(*test, mode, transform)
+        self.train_set = SampleViews(train_set, self.pairs, self.seed)
+        self.val_set = None if val_set is None else SampleViews(val_set, self.pairs, self.seed)
         if len(self.train_set) < self.batch_size:
             raise UserError(
                 f"{self.dataset_name}: the training split has {len(self.train_set)} images, fewer than "
@@ -243,8 +276,8 @@ class ImageDataModule(lightning.LightningDataModule):
 
     def train_dataloader(self) -> ResumableDataLoader:
         self.setup()
-        dataset = HorizontalFlipViews(self.train_set) if self.random_flip else self.train_set
-        sampler = EpochShuffleSampler(len(self.train_set), self.seed, num_views=2 if self.random_flip else 1)
+        dataset = SampleViews(self.train_set.dataset, self.pairs, self.seed, num_views=2 if self.random_flip else 1)
+        sampler = EpochShuffleSampler(len(self.train_set), self.seed, num_views=dataset.num_views)
         return ResumableDataLoader(
             dataset,
             batch_size=self.batch_size,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torchvision
@@ -36,24 +37,8 @@ class CIFAR10DataModule(ImageDataModule):
     dataset_name = "CIFAR-10"
     num_classes = 10
 
-    def __init__(
-        self,
-        root: str | None = None,
-        download: bool = False,
-        image_size: int = 32,
-        channels: int = 3,
-        batch_size: int = 128,
-        num_workers: int = 0,
-        val_fraction: float = 0.1,
-        random_flip: bool = True,
-        center_crop: bool = False,
-        seed: int = 0,
-        pin_memory: bool = False,
-    ):
-        super().__init__(
-            root, download, image_size, channels, batch_size, num_workers, val_fraction, random_flip, center_crop,
-            seed, pin_memory,
-        )
+    def __init__(self, *, batch_size: int = 128, random_flip: bool = True, **kwargs: Any):
+        super().__init__(batch_size=batch_size, random_flip=random_flip, **kwargs)
 
     def download_data(self) -> None:
         torchvision.datasets.CIFAR10(self._batches_dir().parent, train=True, download=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torchvision
@@ -48,24 +49,8 @@ class FashionMNISTDataModule(ImageDataModule):
     dataset_name = "Fashion-MNIST"
     num_classes = 10
 
-    def __init__(
-        self,
-        root: str | None = None,
-        download: bool = False,
-        image_size: int = 28,
-        channels: int = 1,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        val_fraction: float = 0.1,
-        random_flip: bool = False,
-        center_crop: bool = False,
-        seed: int = 0,
-        pin_memory: bool = False,
-    ):
-        super().__init__(
-            root, download, image_size, channels, batch_size, num_workers, val_fraction, random_flip, center_crop,
-            seed, pin_memory,
-        )
+    def __init__(self, *, image_size: int = 28, channels: int = 1, **kwargs: Any):
+        super().__init__(image_size=image_size, channels=channels, **kwargs)
 
     def search_dirs(self) -> list[Path]:
         """The directories searched for the idx files, in order."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,23 +43,14 @@ class ImageFolderDataModule(ImageDataModule):
 
     def __init__(
         self,
-        root: str | None = None,
-        download: bool = False,
+        *,
         labels: bool = False,
         image_size: int = 64,
-        channels: int = 3,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        val_fraction: float = 0.1,
         random_flip: bool = True,
         center_crop: bool = True,
-        seed: int = 0,
-        pin_memory: bool = False,
+        **kwargs: Any,
     ):
-        super().__init__(
-            root, download, image_size, channels, batch_size, num_workers, val_fraction, random_flip, center_crop,
-            seed, pin_memory,
-        )
+        super().__init__(image_size=image_size, random_flip=random_flip, center_crop=center_crop, **kwargs)
         self.labels = labels
 
     @functools.cached_property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torchvision
@@ -41,27 +42,10 @@ class MNISTDataModule(ImageDataModule):
     dataset_name = "MNIST"
     num_classes = 10
 
-    def __init__(
-        self,
-        root: str | None = None,
-        download: bool = False,
-        variant: str = "bundled_5k",
-        image_size: int = 28,
-        channels: int = 1,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        val_fraction: float = 0.1,
-        random_flip: bool = False,
-        center_crop: bool = False,
-        seed: int = 0,
-        pin_memory: bool = False,
-    ):
+    def __init__(self, *, variant: str = "bundled_5k", image_size: int = 28, channels: int = 1, **kwargs: Any):
         if variant not in VARIANTS:
             raise UserError(f"data.variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
-        super().__init__(
-            root, download, image_size, channels, batch_size, num_workers, val_fraction, random_flip, center_crop,
-            seed, pin_memory,
-        )
+        super().__init__(image_size=image_size, channels=channels, **kwargs)
         self.variant = variant
 
     def download_data(self) -> None:

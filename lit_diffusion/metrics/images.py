@@ -18,15 +18,11 @@ from torch.utils.data import DataLoader, Subset
 
 from lit_diffusion.datamodules.image_folder import find_images
 from lit_diffusion.errors import UserError
+from lit_diffusion.images import to_uint8
 
 SPLITS = ("train", "val")
 LOADER_KEYS = ("batch_size", "num_workers", "pin_memory", "download")
 """Data config keys that change how images are loaded, not which images: left out of cache keys."""
-
-
-def to_uint8(images: Tensor) -> Tensor:
-    """Images in [-1, 1] → uint8, as :func:`lit_diffusion.sample.write_samples` saves them."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def folder_images(root: str | Path, limit: int | None = None, batch_size: int = 100) -> Iterator[Tensor]:

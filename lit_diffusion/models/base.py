@@ -1,30 +1,62 @@
-"""The thin LightningModule every framework shares (sgm-style: glue around swappable parts).
+"""The thin LightningModule every framework shares (sgm-style glue around swappable parts).
 
-A framework subclass supplies two things: its training objective (:meth:`DiffusionModule.loss`) and its
-denoiser D(x, σ) (:meth:`DiffusionModule.denoise`), the one interface every sampler uses.  Everything
-else — optimisation, deterministic per-step randomness, sampling, checkpoint metadata — lives here.
+Every model's denoiser is its network under a preconditioning object (EDM's ``*Precond``, k-diffusion's
+``external.py``; :mod:`lit_diffusion.preconditioning`):
+
+    D(x, σ | c) = c_skip(σ) x + c_out(σ) F(c_in(σ) x, c_noise(σ) | c),
+
+and every model is trained on EDM's loss in the network's units, E λ'(σ) ‖F − (x_0 − c_skip x)/c_out‖² with
+λ' = λ c_out² (Karras et al. 2022, Eq. 8).  A framework subclass supplies only its preconditioning, its
+training distribution of σ (:meth:`DiffusionModule.sample_sigma`) and λ' (:meth:`DiffusionModule.loss_weight`).
+A network with a variance head (iDDPM) returns 2C channels; the second half is the learned variance
+interpolation v = (out + 1)/2, an extra output of the same path (:class:`Prediction`).
+
+Conditions come as named entries of the batch and reach the network through a
+:class:`~lit_diffusion.conditioning.Conditioner`; guidance is a guider chosen at sampling time
+(:mod:`lit_diffusion.guidance`); parts that are not trained are :class:`~lit_diffusion.frozen.Frozen`.
 """
 
 from __future__ import annotations
 
-from abc import abstractmethod
-from typing import Any, Callable
+from typing import Any, Mapping, NamedTuple
 
 import lightning as L
 import torch
 from torch import Tensor
 
 import lit_diffusion
+from lit_diffusion.checkpoint import CHECKPOINT_KEY
+from lit_diffusion.conditioning import Conditioner
 from lit_diffusion.config import safe_instantiate
 from lit_diffusion.errors import UserError
-from lit_diffusion.guidance import classifier_free, classifier_guided
+from lit_diffusion.guidance import NoGuidance
+from lit_diffusion.preconditioning import Preconditioning
+from lit_diffusion.processes.base import expand_like
+from lit_diffusion.randomness import PerImageGenerator
+from lit_diffusion.samplers.callback import StepCallback
 from lit_diffusion.sampling import SampleResult, generate
-
-CHECKPOINT_KEY = "lit_diffusion"
-
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
+
+
+class Prediction(NamedTuple):
+    """One network evaluation under the preconditioning: x̂_0, and v ∈ [0, 1] for a variance head."""
+
+    denoised: Tensor
+    variance: Tensor | None
+    raw: Tensor  # the network's (mean) output F, for losses in the network's units
+
+
+BATCH_MULTIPLE = 8
+
+
+def pad_batch(tensors: tuple[Tensor, ...], multiple: int) -> tuple[Tensor, ...]:
+    """Each tensor with its batch padded (by repeating its last row) to a multiple of ``multiple``."""
+    missing = -tensors[0].shape[0] % multiple if tensors else 0
+    if not missing:
+        return tensors
+    return tuple(torch.cat([t, t[-1:].expand(missing, *t.shape[1:])]) for t in tensors)
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -33,21 +65,25 @@ def step_seed(seed: int, step: int) -> int:
 
 
 class DiffusionModule(L.LightningModule):
-    """Network + forward process + objective + optimizer.
+    """Network + forward process + preconditioning + conditioner + objective + optimizer.
 
     Args:
-        network: config of the ``nn.Module`` (Hydra ``network`` group).
+        network: config of the ``nn.Module`` (Hydra ``network`` group); the conditioner's routes are added
+            to it (``vector_dim``, ``concat_channels``, ``context_dim``).
         process: config of the forward process (Hydra ``process`` group).
         optimizer: partial optimizer config, e.g. ``{_target_: torch.optim.Adam, _partial_: true, lr: 2e-4}``.
         sampler: default sampler config, used by sample grids and the ``sample`` entry.
         image_shape: (C, H, W) of the data.
+        conditioner: config of a :class:`~lit_diffusion.conditioning.Conditioner` (Hydra ``conditioner``
+            group); None for an unconditional model.
+        clip_denoised: clip x̂_0 to the data range [-1, 1] while sampling (DDPM's reference samplers do;
+            EDM's do not; a latent model must not).
         lr_warmup_steps: linear learning-rate warm-up (Ho et al. 2020 use 5000 steps).
         seed: base seed; the training randomness of step k is a function of (seed, k) only, which makes
             resuming from a checkpoint bit-exact.
-        label_dropout: probability of replacing a training label by the null label (index ``num_classes``
-            of a class-conditional network), which trains the unconditional model that classifier-free
-            guidance needs (Ho & Salimans 2021, Alg. 1; they use 0.1–0.2).
     """
+
+    variance_head = False
 
     def __init__(
         self,
@@ -56,53 +92,96 @@ class DiffusionModule(L.LightningModule):
         optimizer: dict,
         sampler: dict,
         image_shape: list[int],
+        conditioner: dict | None = None,
+        clip_denoised: bool = False,
         lr_warmup_steps: int = 0,
         seed: int = 0,
-        label_dropout: float = 0.0,
         run_config: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["run_config"])
-        self.network = safe_instantiate(network)
         self.process = safe_instantiate(process)
+        self.conditioner = Conditioner(**(conditioner or {}), image_size=image_shape[-1])
+        self.network = safe_instantiate(network, **self.conditioner.network_kwargs())
         self.run_config = run_config
-        self.class_conditional = network.get("num_classes") is not None
-        if label_dropout and not self.class_conditional:
-            raise UserError("model.label_dropout needs a class-conditional network: set network.num_classes")
+        if self.variance_head:
+            channels, out_channels = image_shape[0], getattr(self.network, "out_channels", None)
+            if out_channels != 2 * channels:
+                raise UserError(f"{type(self).__name__} learns a variance per pixel, so its network needs "
+                                f"out_channels = 2 × {channels} data channels = {2 * channels}, got {out_channels}; "
+                                f"set network.out_channels={2 * channels}")
 
     # --- what a framework defines --------------------------------------------------------------------
-    @abstractmethod
-    def loss(self, x0: Tensor, class_labels: Tensor | None = None) -> Tensor:
-        """The training objective on a batch of clean images in [-1, 1]."""
+    preconditioning: Preconditioning
+    """(c_skip, c_out, c_in, c_noise) of the framework's network; set by the subclass."""
 
-    @abstractmethod
-    def denoise(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
-        """D(x, σ): the estimate of x_0 from x = x_0 + σ ε (scaled coordinates), σ of shape (B,)."""
+    def sample_sigma(self, batch: int) -> Tensor:
+        """Training noise levels (float64, shape (B,))."""
+        raise NotImplementedError
 
-    def denoise_with_variance(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """(D(x, σ), v) for models that learn the reverse variance (see :mod:`lit_diffusion.sampling`)."""
-        raise UserError(f"sampler.variance=learned needs a model that learns its variance (model=iddpm); "
-                        f"{type(self).__name__} does not: use sampler.variance=posterior or forward")
+    def loss_weight(self, sigma: Tensor) -> Tensor | float:
+        """λ'(σ): the loss weight in the network's units."""
+        return 1.0
+
+    # --- the one denoiser path -----------------------------------------------------------------------
+    def predict(self, x: Tensor, sigma: Tensor, cond: Mapping[str, Tensor] | None = None) -> Prediction:
+        """D(x, σ | c) for x = x_0 + σ ε in scaled coordinates, σ of shape (B,); ``cond`` is embedded."""
+        c_skip, c_out, c_in, c_noise = self.preconditioning.coefficients(sigma.to(torch.float64))
+        out = self.network(expand_like(c_in, x) * x, c_noise.to(x.dtype), cond or None)
+        variance = None
+        if self.variance_head:
+            out, v = out.chunk(2, dim=1)
+            variance = (v + 1) / 2  # unclamped, as in the reference code
+        return Prediction(expand_like(c_skip, x) * x + expand_like(c_out, x) * out, variance, out)
+
+    def denoise(self, x: Tensor, sigma: Tensor, cond: Mapping[str, Tensor] | None = None) -> Tensor:
+        return self.predict(x, sigma, cond).denoised
+
+    def sampling_denoiser(self, x: Tensor, sigma: Tensor, cond: Mapping[str, Tensor]):
+        """What samplers see: x̂_0 clipped to the data range when the model says so, with v if learned.
+
+        The batch is padded to a multiple of :data:`BATCH_MULTIPLE` rows: BLAS matrix products give row
+        results that depend on the number of rows otherwise (seen with MKL/oneDNN on CPU), and padding makes
+        image i bit-identical whatever batch it is drawn in."""
+        n = x.shape[0]
+        padded = pad_batch((x, sigma, *cond.values()), BATCH_MULTIPLE)
+        prediction = self.predict(padded[0], padded[1], dict(zip(cond, padded[2:])))
+        denoised = prediction.denoised[:n].clamp(-1, 1) if self.hparams.clip_denoised else prediction.denoised[:n]
+        return denoised if prediction.variance is None else (denoised, prediction.variance[:n])
 
     # --- training ------------------------------------------------------------------------------------
+    def conditions(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """The entries of a batch that the conditioner reads."""
+        return {key: batch[key] for key in self.conditioner.input_keys if key in batch}
+
+    def noisy(self, x0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(σ, ε, x_0 + σ ε) for a training batch."""
+        sigma = self.sample_sigma(x0.shape[0])
+        eps = torch.randn_like(x0)
+        return sigma, eps, x0 + expand_like(sigma, x0) * eps
+
+    def loss(self, x0: Tensor, cond: Mapping[str, Tensor] | None = None) -> Tensor:
+        """EDM's loss in the network's units: λ' ‖F − (x_0 − c_skip x)/c_out‖², mean over pixels and batch."""
+        sigma, _, x = self.noisy(x0)
+        prediction = self.predict(x, sigma, cond)
+        return self.regression_loss(prediction, x0, x, sigma)
+
+    def regression_loss(self, prediction: Prediction, x0: Tensor, x: Tensor, sigma: Tensor) -> Tensor:
+        c_skip, c_out, _, _ = self.preconditioning.coefficients(sigma.to(torch.float64))
+        target = (x0 - expand_like(c_skip, x0) * x) / expand_like(c_out, x0)
+        err = ((prediction.raw - target) ** 2).flatten(1).mean(1)
+        weight = self.loss_weight(sigma)
+        return (err * (weight.to(err.dtype) if isinstance(weight, Tensor) else weight)).mean()
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         torch.manual_seed(step_seed(self.hparams.seed, self.global_step))
 
-    def _labels(self, batch: dict) -> Tensor | None:
-        """Class labels of a batch, for class-conditional networks only."""
-        if not self.class_conditional:
-            return None
-        if "label" not in batch:
-            raise UserError("the network is class-conditional (network.num_classes is set) but the dataset "
-                            "has no labels; set network.num_classes=null or use a labelled dataset")
-        return batch["label"]
+    def batch_loss(self, batch: Mapping[str, Any], train: bool) -> Tensor:
+        """The objective on a batch; conditions are dropped per key only in training."""
+        return self.loss(batch["image"], self.conditioner(self.conditions(batch), train_dropout=train))
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        labels = self._labels(batch)
-        if self.hparams.label_dropout > 0:
-            dropped = torch.rand(labels.shape, device=labels.device) < self.hparams.label_dropout
-            labels = labels.masked_fill(dropped, self.network.num_classes)
-        loss = self.loss(batch["image"], labels)
+        loss = self.batch_loss(batch, train=True)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"the training loss became {loss.item()} at step {self.global_step}. Checkpoints written "
@@ -117,11 +196,12 @@ class DiffusionModule(L.LightningModule):
         # Validation noise is fixed per batch so that the curve only moves with the weights.
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(batch_idx)
-            loss = self.loss(batch["image"], self._labels(batch))
+            loss = self.batch_loss(batch, train=False)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self) -> Any:
-        optimizer = safe_instantiate(self.hparams.optimizer)(self.parameters())
+        trainable = [p for p in self.parameters() if p.requires_grad]  # frozen parts stay out
+        optimizer = safe_instantiate(self.hparams.optimizer)(trainable)
         warmup = self.hparams.lr_warmup_steps
         if warmup <= 0:
             return optimizer
@@ -133,55 +213,38 @@ class DiffusionModule(L.LightningModule):
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.hparams.image_shape)
 
-    def denoiser(self, class_labels: Tensor | None = None) -> Callable[..., Any]:
-        """The sampler-facing D(x, σ[, return_variance]) with the class labels bound."""
-
-        def denoise(x: Tensor, sigma: Tensor, return_variance: bool = False):
-            if return_variance:
-                return self.denoise_with_variance(x, sigma, class_labels)
-            return self.denoise(x, sigma, class_labels)
-
-        return denoise
-
     @torch.no_grad()
     def sample(
         self,
         num_samples: int,
         sampler: dict | None = None,
         seed: int = 0,
-        class_labels: Tensor | None = None,
-        guidance_scale: float | None = None,
-        classifier: Any = None,
-        on_call: Callable[[], None] | None = None,
+        conditions: Mapping[str, Tensor] | None = None,
+        guider: Any = None,
+        first_index: int = 0,
+        noise: Tensor | None = None,
+        init: Tensor | None = None,
+        sigma_start: float | None = None,
+        callback: StepCallback | None = None,
     ) -> SampleResult:
-        """Draw images in [-1, 1] with a sampler config (default: the model's), from a fixed seed.
+        """Draw images ``first_index … first_index + num_samples − 1`` of the run with ``seed``, in [-1, 1].
 
-        ``class_labels`` condition a class-conditional model; ``guidance_scale`` w applies classifier-free
-        guidance (w = 1: plain conditional); with a noise-conditional ``classifier`` (a
-        :class:`~lit_diffusion.models.NoisyClassifier` on the same process) it is the classifier-guidance
-        scale s instead (:mod:`lit_diffusion.guidance`).
+        Image i depends only on (seed, i) (one generator per image), not on the batch it is drawn in.
+        ``conditions`` are raw batch entries (e.g. ``{"label": labels}``); ``guider`` one of
+        :mod:`lit_diffusion.guidance` (default: none); ``noise``, ``init``, ``sigma_start`` and ``callback``
+        as in :func:`lit_diffusion.sampling.generate`.
         """
-        denoiser = self.denoiser(class_labels if self.class_conditional else None)
-        if guidance_scale is not None or classifier is not None:
-            if class_labels is None:
-                raise UserError("guidance needs the classes to guide towards: pass class_labels=[...]")
-            if classifier is not None:
-                denoiser = classifier_guided(denoiser, classifier.log_prob, class_labels,
-                                             1.0 if guidance_scale is None else guidance_scale)
-            elif not self.class_conditional:
-                raise UserError("classifier-free guidance (guidance_scale) needs a class-conditional model trained "
-                                "with label dropout (network.num_classes, model.label_dropout); for an "
-                                "unconditional model pass a noise-conditional classifier (classifier=PATH)")
-            else:
-                denoiser = classifier_free(denoiser, self.denoiser(None), guidance_scale)
-        generator = torch.Generator(self.device).manual_seed(seed)
+        conditions = dict(conditions or {})
+        cond = self.conditioner(conditions)
+        droppable = self.conditioner.droppable
+        uncond = self.conditioner(conditions, drop=droppable) if droppable else None
+        denoiser = (guider or NoGuidance()).denoiser(self.sampling_denoiser, cond, uncond, conditions)
+        generator = PerImageGenerator(seed, first_index, num_samples, self.device)
         was_training = self.training
         self.eval()
         try:
-            result = generate(
-                denoiser, self.process, (num_samples, *self.image_shape), sampler or self.hparams.sampler,
-                generator=generator, on_call=on_call,
-            )
+            result = generate(denoiser, self.process, (num_samples, *self.image_shape), sampler or self.hparams.sampler,
+                              generator=generator, noise=noise, init=init, sigma_start=sigma_start, callback=callback)
         finally:
             self.train(was_training)
         result.images = result.images.clamp(-1, 1)

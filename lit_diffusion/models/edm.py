@@ -7,12 +7,10 @@ DDPM++ and NCSN++ in EDM's form.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from lit_diffusion.config import safe_instantiate
 from lit_diffusion.models.base import DiffusionModule
-from lit_diffusion.processes.base import expand_like
 
 
 class EDM(DiffusionModule):
@@ -30,14 +28,9 @@ class EDM(DiffusionModule):
         self.objective = safe_instantiate(objective)
         self.save_hyperparameters(ignore=["run_config"])
 
-    def denoise(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
-        sigma64 = sigma.to(torch.float64)
-        c_skip, c_out, c_in, c_noise = self.preconditioning.coefficients(sigma64)
-        out = self.network(expand_like(c_in, x) * x, c_noise.to(x.dtype), class_labels)
-        return expand_like(c_skip, x) * x + expand_like(c_out, x) * out.to(x.dtype)
+    def sample_sigma(self, batch: int) -> Tensor:
+        return self.objective.sample_sigma(batch, self.device)
 
-    def loss(self, x0: Tensor, class_labels: Tensor | None = None) -> Tensor:
-        sigma = self.objective.sample_sigma(x0.shape[0], x0.device)
-        noisy = x0 + expand_like(sigma, x0) * torch.randn_like(x0)
-        err = ((self.denoise(noisy, sigma, class_labels) - x0) ** 2).flatten(1).mean(1)
-        return (self.objective.weight(sigma).to(err.dtype) * err).mean()
+    def loss_weight(self, sigma: Tensor) -> Tensor:
+        """λ(σ) c_out(σ)²: EDM's λ ‖D − y‖² in the network's units."""
+        return self.objective.weight(sigma) * self.preconditioning.coefficients(sigma)[1] ** 2

@@ -18,8 +18,7 @@ from torch import Tensor
 
 from lit_diffusion.errors import UserError
 from lit_diffusion.models.base import DiffusionModule
-from lit_diffusion.parameterizations import check_prediction, predict_eps
-from lit_diffusion.processes.base import expand_like
+from lit_diffusion.preconditioning import PredictionPreconditioning
 from lit_diffusion.processes.sde import SDE
 
 WEIGHTINGS = ("standard", "likelihood")
@@ -34,35 +33,29 @@ class ScoreSDE(DiffusionModule):
     def __init__(self, *args, prediction: str = "eps", weighting: str = "standard", noise_cond: str = "time",
                  noise_cond_scale: float = 999.0, **kwargs):
         super().__init__(*args, **kwargs)
-        check_prediction(prediction)
         if weighting not in WEIGHTINGS:
             raise UserError(f"unknown model.weighting '{weighting}': choose one of {', '.join(WEIGHTINGS)}")
         if noise_cond not in NOISE_CONDS:
             raise UserError(f"unknown model.noise_cond '{noise_cond}': choose one of {', '.join(NOISE_CONDS)}")
+        self.preconditioning = PredictionPreconditioning(prediction, self.process.scale, self.noise_input)
         self.save_hyperparameters(ignore=["run_config"])
 
-    def _eps(self, xt: Tensor, t: Tensor, class_labels: Tensor | None) -> Tensor:
-        """ε̂(x_t, t) in SDE coordinates."""
-        m, std = self.process.marginal(t)
-        if self.hparams.noise_cond == "time":
-            cond = self.hparams.noise_cond_scale * t
-        else:
-            cond = self.hparams.noise_cond_scale * torch.log(std / m)
-        pred = self.network(xt, cond.to(xt.dtype), class_labels)
-        return predict_eps(self.hparams.prediction, pred, xt, expand_like(m, xt), expand_like(std, xt))
+    def noise_input(self, sigma: Tensor) -> Tensor:
+        """The network's noise input: ``noise_cond_scale``·t (DDPM++) or ``noise_cond_scale``·log σ (NCSN++)."""
+        level = self.process.t_from_sigma(sigma) if self.hparams.noise_cond == "time" else sigma.log()
+        return self.hparams.noise_cond_scale * level
 
-    def loss(self, x0: Tensor, class_labels: Tensor | None = None) -> Tensor:
+    def sample_sigma(self, batch: int) -> Tensor:
         t_min = self.process.t_min
-        t = t_min + (1 - t_min) * torch.rand(x0.shape[0], device=x0.device, dtype=torch.float64)
+        t = t_min + (1 - t_min) * torch.rand(batch, device=self.device, dtype=torch.float64)
         m, std = self.process.marginal(t)
-        eps = torch.randn_like(x0)
-        xt = expand_like(m, x0) * x0 + expand_like(std, x0) * eps
-        err = ((self._eps(xt, t, class_labels) - eps) ** 2).flatten(1).mean(1)
-        if self.hparams.weighting == "likelihood":
-            err = err * (self.process.diffusion(t) ** 2 / std**2).to(err.dtype)
-        return err.mean()
+        return std / m
 
-    def denoise(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
-        t = self.process.t_from_sigma(sigma.to(torch.float64))
-        m = expand_like(self.process.mean_coef(t), x)
-        return x - expand_like(sigma, x) * self._eps(m * x, t, class_labels)
+    def loss_weight(self, sigma: Tensor) -> Tensor:
+        """w(t) on ‖ε̂ − ε‖² (1, or g²/std² for likelihood weighting), times (c_out/σ)² into network units."""
+        c_out = self.preconditioning.coefficients(sigma)[1]
+        weight = (c_out / sigma) ** 2
+        if self.hparams.weighting == "likelihood":
+            t = self.process.t_from_sigma(sigma)
+            weight = weight * self.process.diffusion(t) ** 2 / self.process.marginal(t)[1] ** 2
+        return weight

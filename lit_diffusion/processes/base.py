@@ -7,7 +7,7 @@ Every process in the survey's generic framework (§2: DDPM, NCSN, score SDEs, ED
 i.e. ``x = s(σ) (x_0 + σ ε)`` (Karras et al. 2022, Eq. 4 notation).  Samplers work in the *scaled*
 coordinates ``y = x / s(σ) = x_0 + σ ε`` and index time by the noise level σ, so one sampler runs on
 every process; a process only says how its own coordinates relate to them (:meth:`scale`), where its
-prior lies (:meth:`prior_sample`) and which σ grid it samples on (:meth:`sigma_grid`).
+a sampler starts (:meth:`start_std`) and which σ grid it samples on (:meth:`sigma_grid`).
 """
 
 from __future__ import annotations
@@ -46,19 +46,21 @@ class DiffusionProcess(nn.Module, ABC):
         """Decreasing noise levels σ_0 > σ_1 > … > σ_{steps-1} > 0 for a sampler, with a final 0 appended."""
 
     @property
-    @abstractmethod
     def prior_std(self) -> float:
-        """Standard deviation of the prior p_T in scaled coordinates.
+        """Standard deviation of the prior p_T in scaled coordinates: :meth:`start_std` at σ_max."""
+        return self.start_std(self.sigma_max)
 
-        A VP process has prior N(0, I) in its own coordinates, i.e. std 1/s(σ_max) = √(1 + σ_max²) once
-        scaled; a VE process has N(0, σ_max² I).
+    def start_std(self, sigma: float) -> float:
+        """Standard deviation of the distribution a sampler starts from at noise level σ, in scaled coordinates.
+
+        A VP process has N(0, I) in its own coordinates, i.e. 1/s(σ) = √(1 + σ²) once scaled (this default);
+        a VE process has N(0, σ² I) (its override).  At σ < σ_max (a ``leading`` grid, or sampling that
+        starts part-way) this is the marginal at the grid's first σ, as diffusers' DDIM starts, not the prior.
         """
+        return float(1 / self.scale(torch.tensor(sigma, dtype=torch.float64)))
 
-    def prior_sample(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> Tensor:
-        """Draw x_T ~ p_T in scaled coordinates."""
-        return self.prior_std * torch.randn(shape, generator=generator, device=self._device())
-
-    def _device(self) -> torch.device:
+    def device(self) -> torch.device:
+        """Where the process's tables live (CPU for table-free processes)."""
         buffers = list(self.buffers())
         return buffers[0].device if buffers else torch.device("cpu")
 

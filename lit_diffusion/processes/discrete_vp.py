@@ -63,10 +63,6 @@ class DiscreteVP(DiffusionProcess):
     def sigma_max(self) -> float:
         return float(self.sigmas[-1])
 
-    @property
-    def prior_std(self) -> float:
-        return math.sqrt(1 + self.sigma_max**2)
-
     def scale(self, sigma: Tensor) -> Tensor:
         return 1 / torch.sqrt(1 + sigma**2)
 

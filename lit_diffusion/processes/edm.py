@@ -33,9 +33,8 @@ class EDMProcess(DiffusionProcess):
     def sigma_max(self) -> float:
         return self.hi
 
-    @property
-    def prior_std(self) -> float:
-        return self.hi
+    def start_std(self, sigma: float) -> float:
+        return sigma
 
     def scale(self, sigma: Tensor) -> Tensor:
         return torch.ones_like(sigma)

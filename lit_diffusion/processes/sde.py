@@ -81,10 +81,6 @@ class SDE(DiffusionProcess):
     def sigma_max(self) -> float:
         return float(self.sigma(torch.tensor(1.0, dtype=torch.float64)))
 
-    @property
-    def prior_std(self) -> float:
-        return self.prior_std_sde / float(self.mean_coef(torch.tensor(1.0, dtype=torch.float64)))
-
     def prior_logp(self, z: Tensor) -> Tensor:
         """log p_1(z) per sample, z in SDE coordinates: the isotropic Gaussian prior's log-density."""
         dims = z[0].numel()
@@ -204,4 +200,7 @@ class VESDE(SDE):
     @property
     def prior_std_sde(self) -> float:
         return self.sigma_hi
+
+    def start_std(self, sigma: float) -> float:
+        return sigma
 

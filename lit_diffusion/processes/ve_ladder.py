@@ -38,9 +38,8 @@ class VELadder(DiffusionProcess):
     def sigma_max(self) -> float:
         return float(self.sigmas[0])
 
-    @property
-    def prior_std(self) -> float:
-        return self.sigma_max
+    def start_std(self, sigma: float) -> float:
+        return sigma
 
     def scale(self, sigma: Tensor) -> Tensor:
         return torch.ones_like(sigma)

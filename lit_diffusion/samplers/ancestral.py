@@ -19,44 +19,47 @@ step to σ' = 0.
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 from torch import Tensor
 
 from lit_diffusion.errors import UserError
 from lit_diffusion.processes.base import DiffusionProcess
+from lit_diffusion.randomness import randn_like
+from lit_diffusion.samplers.callback import StepCallback, after_step
 
 VARIANCES = {"posterior": 0.0, "forward": 1.0, "learned": None}  # the interpolation weight w, or the model's
 
 
 @torch.no_grad()
 def sample_ancestral(
-    denoiser: Callable[[Tensor, Tensor], Tensor],
+    denoiser,
     x: Tensor,
     sigmas: Tensor,
     *,
     process: DiffusionProcess,
     variance: str = "posterior",
-    generator: torch.Generator | None = None,
+    generator=None,
+    callback: StepCallback | None = None,
 ) -> Tensor:
     """Run the reverse chain over ``sigmas`` (decreasing, ending in 0) from x ~ p_T."""
     if variance not in VARIANCES:
         raise UserError(f"unknown ancestral variance '{variance}': choose one of {', '.join(VARIANCES)}")
     sigmas = sigmas.tolist()
-    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
-        sigma_batch = x.new_full((x.shape[0],), sigma)
-        if variance == "learned":
-            x0, weight = denoiser(x, sigma_batch, return_variance=True)
-        else:
-            x0, weight = denoiser(x, sigma_batch), VARIANCES[variance]
+    for i, (sigma, sigma_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
+        out = denoiser(x, x.new_full((x.shape[0],), sigma))
+        x0, learned = out if isinstance(out, tuple) else (out, None)
+        if variance == "learned" and learned is None:
+            raise UserError("sampler.variance=learned needs a model that learns its variance (model=iddpm); "
+                            "use sampler.variance=posterior or forward")
+        weight = learned if variance == "learned" else VARIANCES[variance]
         if sigma_next == 0:
-            x = x0
+            x = after_step(callback, i, sigma_next, x0, x0)
             continue
         x = x0 + (sigma_next**2 / sigma**2) * (x - x0)
         ratio = float(process.scale(torch.tensor(sigma)) / process.scale(torch.tensor(sigma_next)))
         log_posterior = x.new_full(x.shape, math.log(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2))
         log_forward = x.new_full(x.shape, math.log(ratio**2 * (sigma**2 - sigma_next**2)))
         std = torch.exp(0.5 * torch.lerp(log_posterior, log_forward, weight))  # lerp: w = 0 / 1 give either end exactly
-        x = x + std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x = after_step(callback, i, sigma_next, x + std * randn_like(x, generator), x0)
     return x

@@ -11,33 +11,35 @@ with the posterior variance.  Step skipping is the choice of σ grid.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import Tensor
 
 from lit_diffusion.errors import UserError
+from lit_diffusion.randomness import randn_like
+from lit_diffusion.samplers.callback import StepCallback, after_step
 
 
 @torch.no_grad()
 def sample_ddim(
-    denoiser: Callable[[Tensor, Tensor], Tensor],
+    denoiser,
     x: Tensor,
     sigmas: Tensor,
     *,
     eta: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator=None,
     process=None,
+    callback: StepCallback | None = None,
 ) -> Tensor:
     """Run DDIM with stochasticity ``eta`` over ``sigmas`` (decreasing, ending in 0) from x ~ p_T."""
     if not 0.0 <= eta <= 1.0:
         raise UserError(f"sampler.eta={eta} must lie in [0, 1]")
     sigmas = sigmas.tolist()
-    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
+    for i, (sigma, sigma_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         x0 = denoiser(x, x.new_full((x.shape[0],), sigma))
         eps = (x - x0) / sigma
         c = eta * sigma_next * ((sigma**2 - sigma_next**2) / sigma**2) ** 0.5
         x = x0 + (sigma_next**2 - c**2) ** 0.5 * eps
         if c > 0:
-            x = x + c * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = x + c * randn_like(x, generator)
+        x = after_step(callback, i, sigma_next, x, x0)
     return x

@@ -18,21 +18,24 @@ import math
 import torch
 from torch import Tensor
 
+from lit_diffusion.samplers.callback import StepCallback, after_step
+
 
 @torch.no_grad()
-def sample_dpm_solver(denoiser, x: Tensor, sigmas: Tensor, *, process=None, generator=None) -> Tensor:
+def sample_dpm_solver(denoiser, x: Tensor, sigmas: Tensor, *, process=None, generator=None,
+                      callback: StepCallback | None = None) -> Tensor:
     """DPM-Solver++(2M) over ``sigmas`` (decreasing, ending in 0) from x ~ p_T."""
     levels = sigmas.tolist()
     previous = None  # (D_{i−1}, h_{i−1})
-    for sigma, sigma_next in zip(levels[:-1], levels[1:]):
+    for i, (sigma, sigma_next) in enumerate(zip(levels[:-1], levels[1:])):
         denoised = denoiser(x, x.new_full((x.shape[0],), sigma))
         if sigma_next == 0:
-            return denoised
+            return after_step(callback, i, sigma_next, denoised, denoised)
         h = math.log(sigma / sigma_next)
         d = denoised
         if previous is not None:
             r = previous[1] / h
             d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * previous[0]
-        x = (sigma_next / sigma) * x + (1 - sigma_next / sigma) * d
+        x = after_step(callback, i, sigma_next, (sigma_next / sigma) * x + (1 - sigma_next / sigma) * d, denoised)
         previous = (denoised, h)
     return x

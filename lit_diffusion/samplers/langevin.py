@@ -17,6 +17,7 @@ import torch
 from scipy.optimize import minimize_scalar
 from torch import Tensor
 
+from lit_diffusion.samplers.callback import StepCallback, after_step
 from lit_diffusion.samplers.score import langevin_step
 
 
@@ -36,16 +37,19 @@ def ncsnv2_step_size(gamma: float, sigma_last: float, steps_each: int) -> float:
 
 @torch.no_grad()
 def sample_langevin(denoiser, x: Tensor, sigmas: Tensor, *, process, generator=None,
-                    steps_each: int = 5, step_size: float | None = None, denoise: bool = True) -> Tensor:
+                    steps_each: int = 5, step_size: float | None = None, denoise: bool = True,
+                    callback: StepCallback | None = None) -> Tensor:
+    """Annealed Langevin dynamics; the callback runs after each noise level's chain (x at that level)."""
     levels = sigmas[:-1].tolist()
     sigma_last = levels[-1]
     if step_size is None:
         gamma = math.exp((math.log(levels[0]) - math.log(sigma_last)) / max(len(levels) - 1, 1))
         step_size = ncsnv2_step_size(gamma, sigma_last, steps_each)
-    for sigma in levels:
+    for i, sigma in enumerate(levels):
         alpha = step_size * sigma**2 / sigma_last**2
         sig = x.new_full((x.shape[0],), sigma)
         for _ in range(steps_each):
-            score = (denoiser(x, sig) - x) / sigma**2
-            x = langevin_step(score, x, alpha, generator)
+            denoised = denoiser(x, sig)
+            x = langevin_step((denoised - x) / sigma**2, x, alpha, generator)
+        x = after_step(callback, i, sigma, x, denoised)
     return denoiser(x, x.new_full((x.shape[0],), sigma_last)) if denoise else x

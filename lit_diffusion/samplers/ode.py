@@ -16,14 +16,15 @@ from scipy.integrate import solve_ivp
 from torch import Tensor
 
 from lit_diffusion.errors import UserError
-from lit_diffusion.samplers.score import as_sde, final_denoise, sde_score, time_grid
+from lit_diffusion.samplers.callback import StepCallback, after_step
+from lit_diffusion.samplers.score import as_sde, sde_denoise, sde_score, time_grid
 
 
 def ode_drift(denoiser, sde, x: Tensor, t: float) -> Tensor:
     """The probability-flow drift f(t) x − ½ g(t)² ∇log p_t(x)."""
     t64 = torch.tensor(t, dtype=torch.float64)
     f, g = float(sde.drift_coef(t64)), float(sde.diffusion(t64))
-    return f * x - 0.5 * g**2 * sde_score(denoiser, sde, x, t64)
+    return f * x - 0.5 * g**2 * sde_score(denoiser, sde, x, t64)[0]
 
 
 def solve_ode(fn, y0: Tensor, t_start: float, t_end: float, rtol: float, atol: float, method: str) -> Tensor:
@@ -43,9 +44,12 @@ def solve_ode(fn, y0: Tensor, t_start: float, t_end: float, rtol: float, atol: f
 
 @torch.no_grad()
 def sample_ode(denoiser, x: Tensor, sigmas: Tensor, *, process, generator=None,
-               rtol: float = 1e-5, atol: float = 1e-5, method: str = "RK45") -> Tensor:
+               rtol: float = 1e-5, atol: float = 1e-5, method: str = "RK45",
+               callback: StepCallback | None = None) -> Tensor:
+    """PF-ODE from the grid's first time to t_min, then Tweedie; adaptive, so the callback runs once, at the end."""
     sde = as_sde(process, "ode")
     t_start, t_end = time_grid(sde, sigmas)[0], sde.t_min  # only the start of the grid matters
     x = x * float(sde.mean_coef(torch.tensor(t_start, dtype=torch.float64)))
     x = solve_ode(lambda t, y: ode_drift(denoiser, sde, y, t), x, t_start, t_end, rtol, atol, method)
-    return final_denoise(denoiser, sde, x, t_end)
+    x0 = sde_denoise(denoiser, sde, x, t_end)
+    return after_step(callback, 0, 0.0, x0, x0)

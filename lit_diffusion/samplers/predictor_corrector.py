@@ -17,24 +17,26 @@ from torch import Tensor
 
 from lit_diffusion.errors import UserError
 from lit_diffusion.samplers.euler_maruyama import reverse_sde_step
-from lit_diffusion.samplers.score import as_sde, final_denoise, langevin_step, sde_score, time_grid
+from lit_diffusion.randomness import randn_like
+from lit_diffusion.samplers.callback import StepCallback
+from lit_diffusion.samplers.score import as_sde, langevin_step, sde_after_step, sde_denoise, sde_score, time_grid
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama")
 
 
-def reverse_diffusion_step(denoiser, sde, x: Tensor, t: float, t_next: float, generator) -> Tensor:
+def reverse_diffusion_step(denoiser, sde, x: Tensor, t: float, t_next: float, generator) -> tuple[Tensor, Tensor]:
     (m, std), (m_next, std_next) = (
         (float(v) for v in sde.marginal(torch.tensor(s, dtype=torch.float64))) for s in (t, t_next))
     a = m / m_next
     g2 = std**2 - a**2 * std_next**2
-    score = sde_score(denoiser, sde, x, t)
-    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return x - (a - 1) * x + g2 * score + g2**0.5 * noise
+    score, x0 = sde_score(denoiser, sde, x, t)
+    noise = randn_like(x, generator)
+    return x - (a - 1) * x + g2 * score + g2**0.5 * noise, x0
 
 
 def langevin_corrector(denoiser, sde, x: Tensor, t: float, alpha: float, snr: float, steps: int, generator) -> Tensor:
     for _ in range(steps):
-        score = sde_score(denoiser, sde, x, t)
+        score = sde_score(denoiser, sde, x, t)[0]
         noise_norm = x[0].numel() ** 0.5  # ‖z‖ ≈ √d for z ~ N(0, I)
         score_norm = float(score.flatten(1).norm(dim=1).mean())
         if score_norm == 0:  # the score vanishes to working precision: nothing to correct
@@ -46,7 +48,8 @@ def langevin_corrector(denoiser, sde, x: Tensor, t: float, alpha: float, snr: fl
 
 @torch.no_grad()
 def sample_pc(denoiser, x: Tensor, sigmas: Tensor, *, process, generator=None,
-              predictor: str = "reverse_diffusion", corrector_steps: int = 1, snr: float = 0.16) -> Tensor:
+              predictor: str = "reverse_diffusion", corrector_steps: int = 1, snr: float = 0.16,
+              callback: StepCallback | None = None) -> Tensor:
     if predictor not in PREDICTORS:
         raise UserError(f"unknown predictor '{predictor}': choose one of {', '.join(PREDICTORS)}")
     sde = as_sde(process, "pc")
@@ -54,7 +57,8 @@ def sample_pc(denoiser, x: Tensor, sigmas: Tensor, *, process, generator=None,
     ts = time_grid(sde, sigmas)
     m = lambda s: float(sde.mean_coef(torch.tensor(s, dtype=torch.float64)))  # noqa: E731
     x = x * m(ts[0])
-    for t, t_next in zip(ts[:-1], ts[1:]):
-        x = step(denoiser, sde, x, t, t_next, generator)
+    for i, (t, t_next) in enumerate(zip(ts[:-1], ts[1:])):
+        x, x0 = step(denoiser, sde, x, t, t_next, generator)
         x = langevin_corrector(denoiser, sde, x, t_next, (m(t_next) / m(t)) ** 2, snr, corrector_steps, generator)
-    return final_denoise(denoiser, sde, x, ts[-1])
+        x = sde_after_step(callback, i, sde, t_next, x, x0)
+    return sde_denoise(denoiser, sde, x, ts[-1])

@@ -16,6 +16,8 @@ from torch import Tensor
 from lit_diffusion.errors import UserError
 from lit_diffusion.processes.base import DiffusionProcess, expand_like
 from lit_diffusion.processes.sde import SDE
+from lit_diffusion.randomness import randn_like
+from lit_diffusion.samplers.callback import StepCallback, after_step
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 
@@ -30,19 +32,27 @@ def as_sde(process: DiffusionProcess, sampler: str) -> SDE:
     return to_sde()
 
 
-def sde_score(denoiser: Denoiser, sde: SDE, x: Tensor, t: float | Tensor) -> Tensor:
-    """∇_x log p_t(x) in SDE coordinates, from the denoiser."""
-    t = torch.as_tensor(t, dtype=torch.float64).reshape(())
-    m, std = (float(v) for v in sde.marginal(t))
-    x0 = denoiser(x / m, x.new_full((x.shape[0],), std / m))
-    return (m * x0 - x) / std**2
-
-
-def final_denoise(denoiser: Denoiser, sde: SDE, x: Tensor, t: float) -> Tensor:
-    """Tweedie's denoising step at the last time t (NCSNv2's and score_sde's noise removal), scaled out."""
-    t_ = torch.tensor(t, dtype=torch.float64)
-    m, std = (float(v) for v in sde.marginal(t_))
+def sde_denoise(denoiser: Denoiser, sde: SDE, x: Tensor, t: float | Tensor) -> Tensor:
+    """x̂_0 = D(x/m, std/m) for x in SDE coordinates at time t (Tweedie's denoising step, NCSNv2's and
+    score_sde's final noise removal)."""
+    m, std = (float(v) for v in sde.marginal(torch.as_tensor(t, dtype=torch.float64).reshape(())))
     return denoiser(x / m, x.new_full((x.shape[0],), std / m))
+
+
+def sde_score(denoiser: Denoiser, sde: SDE, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
+    """(∇_x log p_t(x), x̂_0): the score in SDE coordinates and the denoised estimate it came from."""
+    m, std = (float(v) for v in sde.marginal(torch.as_tensor(t, dtype=torch.float64).reshape(())))
+    x0 = sde_denoise(denoiser, sde, x, t)
+    return (m * x0 - x) / std**2, x0
+
+
+def sde_after_step(callback: StepCallback | None, step: int, sde: SDE, t_next: float, x: Tensor, x0: Tensor) -> Tensor:
+    """:func:`~lit_diffusion.samplers.callback.after_step` for a state in SDE coordinates (converted both ways)."""
+    if callback is None:
+        return x
+    m = float(sde.mean_coef(torch.tensor(t_next, dtype=torch.float64)))
+    sigma = float(sde.marginal(torch.tensor(t_next, dtype=torch.float64))[1]) / m
+    return m * after_step(callback, step, sigma, x / m, x0)
 
 
 def time_grid(sde: SDE, sigmas: Tensor) -> list[float]:
@@ -52,7 +62,7 @@ def time_grid(sde: SDE, sigmas: Tensor) -> list[float]:
 
 def langevin_step(score: Tensor, x: Tensor, step_size: Tensor | float, generator) -> Tensor:
     """x + ε ∇log p + √(2ε) z (unadjusted Langevin dynamics; ε may be per-sample)."""
-    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    noise = randn_like(x, generator)
     if isinstance(step_size, Tensor):
         step_size = expand_like(step_size, x)
     return x + step_size * score + (2 * step_size) ** 0.5 * noise

@@ -1,0 +1,186 @@
+"""Conditioning as a dict: named embedders turn a batch's conditions into the network's three routes.
+
+A batch is ``{"image": x_0, <key>: <condition>, …}``.  A :class:`Conditioner` holds one embedder per
+condition (sgm's ``GeneralConditioner``, Rombach et al. 2022 §3.3); each embedder reads its ``input_key``,
+drops its condition to a *null* embedding with its own probability during training (classifier-free
+guidance trains the unconditional model this way, Ho & Salimans 2021 Alg. 1), and feeds one route:
+
+* ``vector``   (B, D): added to the noise embedding (class labels; ADM's ``label_emb``);
+* ``concat``   (B, C, H, W): concatenated to the input channels (SR3's low-resolution image, Palette's source
+  image, an inpainting mask), resized to the data size;
+* ``crossattn`` (B, L, D) with a padding mask (B, L): attended to by the UNet's transformer blocks (LDM's
+  text conditioning; the token embeddings come from a text encoder, its own issue).
+
+Several embedders on one route are concatenated (vectors and channels along dim 1, token sequences along
+the sequence dim).  The conditioner's trainable embedders (the class table) are trained and averaged with
+the network; frozen ones (pretrained encoders) are wrapped in :class:`~lit_diffusion.frozen.Frozen`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lit_diffusion.config import safe_instantiate
+from lit_diffusion.errors import UserError
+
+ROUTES = ("vector", "concat", "crossattn")
+NETWORK_ARGUMENT = {"vector": "vector_dim", "concat": "concat_channels", "crossattn": "context_dim"}
+"""The network constructor argument each route sets (see :class:`~lit_diffusion.networks.UNet`)."""
+
+
+class Embedder(nn.Module):
+    """One named condition: reads ``batch[input_key]``, embeds it for ``route``, dropped with ``dropout``.
+
+    Subclasses set :attr:`route` and :attr:`dim` (vector/context width, or concat channels) and implement
+    :meth:`forward`, which embeds the condition with the samples of ``drop`` replaced by the null condition.
+    """
+
+    route: str
+    dim: int
+
+    def __init__(self, input_key: str, dropout: float = 0.0):
+        super().__init__()
+        if not 0.0 <= dropout <= 1.0:
+            raise UserError(f"conditioner dropout for '{input_key}' must lie in [0, 1], got {dropout}")
+        self.input_key, self.dropout = input_key, dropout
+
+    def forward(self, value: Tensor, drop: Tensor, image_size: int) -> Tensor | tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+
+class ClassEmbedder(Embedder):
+    """A learned vector per class plus one for the null label (index ``num_classes``; Ho & Salimans 2021)."""
+
+    route = "vector"
+
+    def __init__(self, num_classes: int, dim: int = 64, input_key: str = "label", dropout: float = 0.0):
+        super().__init__(input_key, dropout)
+        self.num_classes, self.dim = num_classes, dim
+        self.table = nn.Embedding(num_classes + 1, dim)
+
+    def forward(self, value: Tensor, drop: Tensor, image_size: int) -> Tensor:
+        labels = value.long()
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            raise UserError(f"class labels must lie in [0, {self.num_classes - 1}], got {labels.min().item()}…"
+                            f"{labels.max().item()}; set the conditioner's num_classes to the dataset's")
+        return self.table(labels.masked_fill(drop, self.num_classes))
+
+
+class ConcatEmbedder(Embedder):
+    """An image-like condition (low-resolution image, source image, mask) resized to the data size and
+    concatenated to the network input; the null condition is zeros (Saharia et al. 2022, SR3/Palette)."""
+
+    route = "concat"
+
+    def __init__(self, channels: int, input_key: str, dropout: float = 0.0, mode: str = "bicubic"):
+        super().__init__(input_key, dropout)
+        self.dim, self.mode = channels, mode
+
+    def forward(self, value: Tensor, drop: Tensor, image_size: int) -> Tensor:
+        if value.dim() != 4 or value.shape[1] != self.dim:
+            raise UserError(f"condition '{self.input_key}' must be (B, {self.dim}, H, W), got {tuple(value.shape)}; "
+                            f"set its channels in the conditioner config")
+        if value.shape[-1] != image_size or value.shape[-2] != image_size:
+            align = {} if self.mode == "nearest" else {"align_corners": False}
+            value = F.interpolate(value.float(), size=(image_size, image_size), mode=self.mode, **align)
+        return value.masked_fill(drop[:, None, None, None], 0.0)
+
+
+class ContextEmbedder(Embedder):
+    """Token embeddings (B, L, dim) for cross-attention, with an optional padding mask in ``mask_key``.
+
+    The null context is all-zero tokens (mask kept), so a dropped sample attends to zeros.
+    """
+
+    route = "crossattn"
+
+    def __init__(self, dim: int, input_key: str = "context", mask_key: str | None = None, dropout: float = 0.0):
+        super().__init__(input_key, dropout)
+        self.dim, self.mask_key = dim, mask_key
+
+    def forward(self, value: Tensor, drop: Tensor, image_size: int) -> Tensor:
+        if value.dim() != 3 or value.shape[-1] != self.dim:
+            raise UserError(f"condition '{self.input_key}' must be token embeddings (B, L, {self.dim}), "
+                            f"got {tuple(value.shape)}")
+        return value.masked_fill(drop[:, None, None], 0.0)
+
+
+class Conditioner(nn.Module):
+    """Named embedders → ``{"vector": …, "concat": …, "crossattn": …, "crossattn_mask": …}``.
+
+    Args:
+        embedders: name → embedder config (or module); empty or None for an unconditional model.
+        image_size: the data's height and width (concat conditions are resized to it).
+    """
+
+    def __init__(self, embedders: Mapping[str, dict | Embedder] | None = None, image_size: int = 32):
+        super().__init__()
+        built = {name: e if isinstance(e, nn.Module) else safe_instantiate(e) for name, e in (embedders or {}).items()}
+        self.embedders = nn.ModuleDict(built)
+        self.image_size = image_size
+        dims = {}
+        for name, embedder in self.embedders.items():
+            if embedder.route == "crossattn" and dims.get("crossattn", embedder.dim) != embedder.dim:
+                raise UserError(f"cross-attention embedders must share one width; '{name}' has {embedder.dim}, "
+                                f"another {dims['crossattn']}")
+            dims[embedder.route] = embedder.dim if embedder.route == "crossattn" else dims.get(embedder.route, 0) + embedder.dim
+        self.route_dims = dims
+
+    @property
+    def input_keys(self) -> list[str]:
+        return [e.input_key for e in self.embedders.values()]
+
+    @property
+    def droppable(self) -> list[str]:
+        """Names of the embedders trained with dropout: what guidance can drop to form the unconditional model."""
+        return [name for name, e in self.embedders.items() if e.dropout > 0]
+
+    def network_kwargs(self) -> dict[str, int]:
+        """The network constructor arguments that open the routes this conditioner feeds."""
+        return {NETWORK_ARGUMENT[route]: dim for route, dim in self.route_dims.items()}
+
+    def forward(self, inputs: Mapping[str, Tensor], *, train_dropout: bool = False,
+                drop: Collection[str] = ()) -> dict[str, Tensor]:
+        """Embed the conditions of ``inputs``.  ``train_dropout``: drop each key with its own probability per
+        sample; ``drop``: names of embedders replaced by their null condition for every sample."""
+        if not self.embedders:
+            return {}
+        batch = None
+        parts: dict[str, list[Tensor]] = {}
+        masks: list[Tensor] = []
+        for name, embedder in self.embedders.items():
+            if embedder.input_key not in inputs:
+                raise UserError(f"the model is conditioned on '{embedder.input_key}' (conditioner embedder "
+                                f"'{name}'), but the batch has only {sorted(inputs)}; pass it (for class labels: "
+                                "class_labels=[...]) or use an unconditional model")
+            value = inputs[embedder.input_key]
+            batch = value.shape[0]
+            if name in drop:
+                dropped = torch.ones(batch, dtype=torch.bool, device=value.device)
+            elif train_dropout and embedder.dropout > 0:
+                dropped = torch.rand(batch, device=value.device) < embedder.dropout
+            else:
+                dropped = torch.zeros(batch, dtype=torch.bool, device=value.device)
+            parts.setdefault(embedder.route, []).append(embedder(value, dropped, self.image_size))
+            if embedder.route == "crossattn":
+                mask_key = getattr(embedder, "mask_key", None)
+                masks.append(inputs[mask_key].bool() if mask_key else
+                             torch.ones(value.shape[:2], dtype=torch.bool, device=value.device))
+        out = {route: torch.cat(tensors, dim=1) for route, tensors in parts.items()}
+        if masks:
+            out["crossattn_mask"] = torch.cat(masks, dim=1)
+        return out
+
+
+def concat_batches(first: Mapping[str, Tensor], second: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Two embedded conditions as one batch of 2B (classifier-free guidance's single forward pass)."""
+    return {key: torch.cat([first[key], second[key]]) for key in first}
+
+
+def select(inputs: Mapping[str, Tensor], index: slice | Tensor) -> dict[str, Tensor]:
+    """The conditions of some samples of a batch."""
+    return {key: value[index] for key, value in inputs.items()}

@@ -1,0 +1,76 @@
+"""Drawing many images from a model, the same way everywhere (``sample``, ``evaluate``, sample grids, the
+evaluation callback): per-image seeds, class labels cycled over the images, a guider chosen by config.
+
+Image i of a run depends only on (seed, i), so ``batch_size`` never changes the images (EDM's
+``generate.py``).  Class labels feed the batch key ``label`` (the default input of
+:class:`~lit_diffusion.conditioning.ClassEmbedder` and of classifier guidance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from lit_diffusion.checkpoint import model_from_checkpoint
+from lit_diffusion.conditioning import ClassEmbedder
+from lit_diffusion.errors import UserError
+from lit_diffusion.guidance import ClassifierFree, ClassifierGuidance, NoGuidance
+from lit_diffusion.sampling import SampleResult
+
+GUIDERS = ("none", "cfg", "classifier")
+
+
+def guider_spec(guider: Mapping[str, Any] | None, guidance_scale: float | None = None,
+                classifier: str | None = None) -> dict:
+    """A guider config completed by the entry points' short keys: ``guidance_scale=W`` (classifier-free
+    unless a classifier is given) and ``classifier=PATH`` (classifier guidance)."""
+    spec = dict(guider or {"name": "none"})
+    if classifier is not None:
+        spec = {**spec, "name": "classifier", "checkpoint": classifier}
+    if guidance_scale is not None:
+        spec = {**spec, "scale": guidance_scale, "name": "cfg" if spec.get("name") in (None, "none") else spec["name"]}
+    return spec
+
+
+def build_guider(spec: Mapping[str, Any] | None, weights: str = "ema", device: str = "cpu"):
+    """The guider of a :func:`guider_spec` (``{name: none | cfg | classifier, scale, checkpoint}``)."""
+    spec = dict(spec or {"name": "none"})
+    name = spec.get("name", "none")
+    if name not in GUIDERS:
+        raise UserError(f"guider.name={name} is not one of {', '.join(GUIDERS)}")
+    if name == "none":
+        return NoGuidance()
+    if name == "cfg":
+        return ClassifierFree(spec.get("scale", 3.0))
+    if not spec.get("checkpoint"):
+        raise UserError("classifier guidance needs the classifier: pass classifier=PATH to a checkpoint of "
+                        "experiment=classifier_guidance_mnist (or guider.checkpoint=PATH)")
+    return ClassifierGuidance(model_from_checkpoint(spec["checkpoint"], weights, device), spec.get("scale", 1.0))
+
+
+def model_classes(model) -> list[int] | None:
+    """All classes of a class-conditional model (what evaluation cycles through by default), else None."""
+    embedders = getattr(getattr(model, "conditioner", None), "embedders", {})
+    tables = [e for e in embedders.values() if isinstance(e, ClassEmbedder)]
+    return list(range(tables[0].num_classes)) if tables else None
+
+
+def cycled_labels(class_labels: Sequence[int], first: int, count: int, device) -> torch.Tensor:
+    """Labels of images ``first … first + count − 1`` when ``class_labels`` is cycled over a run."""
+    labels = torch.tensor(list(class_labels), device=device)
+    return labels[torch.arange(first, first + count, device=device) % len(labels)]
+
+
+def draw(model, n: int, *, sampler: dict | None, seed: int, batch_size: int,
+         class_labels: Sequence[int] | None = None, guider: Any = None, callback=None) -> Iterator[SampleResult]:
+    """Images 0 … n − 1 of run ``seed``, ``batch_size`` at a time."""
+    if n < 1 or batch_size < 1:
+        raise UserError(f"n={n} and batch_size={batch_size} must both be positive")
+    for first in range(0, n, batch_size):
+        size = min(batch_size, n - first)
+        conditions = {}
+        if class_labels is not None:
+            conditions["label"] = cycled_labels(class_labels, first, size, model.device)
+        yield model.sample(size, sampler, seed, conditions, guider, first_index=first, callback=callback)
