@@ -24,6 +24,7 @@ import torch
 from mnist_judge import Judge
 
 from lit_diffusion.checkpoint import model_from_checkpoint
+from lit_diffusion.guidance import ClassifierFree, ClassifierGuidance
 
 
 def describe_sampler(model) -> str:
@@ -50,12 +51,12 @@ def main() -> None:
     print(judge.protocol())
     labels = torch.arange(args.n) % 10
 
-    settings = [("classifier-free", w, cfg_model, {}) for w in args.cfg_scales]
-    settings += [("classifier", s, diffusion, {"classifier": classifier}) for s in args.classifier_scales]
+    settings = [("classifier-free", w, cfg_model, ClassifierFree(w)) for w in args.cfg_scales]
+    settings += [("classifier", s, diffusion, ClassifierGuidance(classifier, s)) for s in args.classifier_scales]
     rows = []
-    for kind, scale, model, extra in settings:
+    for kind, scale, model, guider in settings:
         start = time.perf_counter()
-        result = model.sample(args.n, seed=0, class_labels=labels, guidance_scale=scale, **extra)
+        result = model.sample(args.n, seed=0, conditions={"label": labels}, guider=guider)
         rows.append({"guidance": kind, "scale": scale, "nfe": result.nfe,
                      "accuracy": round(judge.accuracy(result.images, labels), 3), **judge.score(result.images),
                      "seconds": round(time.perf_counter() - start, 1)})
@@ -70,8 +71,8 @@ def main() -> None:
     protocol = (f"Protocol: classifier-free: {args.cfg_ckpt} (EMA; sampler {describe_sampler(cfg_model)}); classifier: "
                 f"{args.diffusion_ckpt} guided by {args.classifier_ckpt} (EMA; sampler {describe_sampler(diffusion)}); "
                 f"n = {args.n} samples asking for classes 0…9 in turn, seed 0; {judge.protocol()}; accuracy = the "
-                f"judge's on the requested classes (chance 0.10); NFE counts guided denoiser calls (classifier-free: two "
-                f"network forwards each; classifier: one forward plus the classifier's forward and backward); CPU, {torch.get_num_threads()} threads.\n\n")
+                f"judge's on the requested classes (chance 0.10); NFE counts guided denoiser calls (classifier-free: one "
+                f"network forward over a batch of 2n each; classifier: one forward plus the classifier's forward and backward); CPU, {torch.get_num_threads()} threads.\n\n")
     header = ("| guidance | scale | NFE | judge accuracy ↑ | confidence | classifier FD | classifier KID | seconds |\n"
               "|---|---|---|---|---|---|---|---|\n")
     table = "".join(f"| {r['guidance']} | {r['scale']:g} | {r['nfe']} | {r['accuracy']} | {r['confidence']} | "

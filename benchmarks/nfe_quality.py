@@ -7,7 +7,7 @@ upwards at small n and noisy: the "real digits" row scores random sets of n trai
 (its mean is the floor, its standard deviation the noise of a number in this table); KID, unbiased, is
 reported beside FD. The reference is 1000-step ancestral sampling; the goal is a
 sampler within 10 % of its FD at ≤ 20 NFE.
-Every sampler clips its x̂₀ estimates to the data range [−1, 1] (``clip_denoised``) unless ``--no-clip``:
+Every sampler clips its x̂₀ estimates to the data range [−1, 1] (the model's ``clip_denoised``) unless ``--no-clip``:
 an undertrained model's x̂₀ leaves that range at large σ and the deterministic samplers carry the excess
 to the end, so comparing clipped ancestral with unclipped ODE solvers would measure clipping, not order.
 
@@ -54,6 +54,7 @@ def main() -> None:
     torch.set_flush_denormal(True)
 
     model = model_from_checkpoint(args.ckpt, "ema", "cpu")
+    model.hparams.clip_denoised = args.clip
     judge = Judge(model.run_config["data"], args.epochs)
     print(judge.protocol())
     real_mean, real_std = judge.real_digits(args.n)
@@ -66,7 +67,7 @@ def main() -> None:
     for name, configs in [("ancestral (1000 steps)", [REFERENCE])] + list(SAMPLERS.items()):
         for sampler in configs:
             start = time.perf_counter()
-            result = model.sample(args.n, {**sampler, "clip_denoised": args.clip}, seed=0)
+            result = model.sample(args.n, sampler, seed=0)
             rows.append({"sampler": name, "steps": sampler["steps"], "nfe": result.nfe, **judge.score(result.images),
                          "seconds": round(time.perf_counter() - start, 1)})
             print(rows[-1], flush=True)

@@ -27,8 +27,12 @@ def exit_on_user_error(fn: F) -> F:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except UserError as err:
-            print(f"lit_diffusion error: {err}", file=sys.stderr)
+        except Exception as err:
+            # Hydra's instantiate wraps errors raised in constructors (InstantiationException): unwrap ours.
+            cause = err if isinstance(err, UserError) else err.__cause__
+            if not isinstance(cause, UserError):
+                raise
+            print(f"lit_diffusion error: {cause}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
 
     return wrapper  # type: ignore[return-value]

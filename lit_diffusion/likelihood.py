@@ -19,17 +19,17 @@ import json
 import math
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
 from lit_diffusion.checkpoint import model_from_checkpoint
 from lit_diffusion.cli import entry_point
+from lit_diffusion.config import safe_instantiate
 from lit_diffusion.errors import UserError
-from lit_diffusion.sampling import CountingDenoiser
 from lit_diffusion.samplers.ode import ode_drift, solve_ode
 from lit_diffusion.samplers.score import as_sde
+from lit_diffusion.sampling import CountingDenoiser
 
 TRACE_ESTIMATORS = ("rademacher", "gaussian", "exact")
 
@@ -91,7 +91,7 @@ def likelihood(cfg: DictConfig) -> dict:
     data_cfg = (model.run_config or {}).get("data")
     if data_cfg is None:
         raise UserError(f"'{cfg.ckpt}' stores no data config; cannot tell which test images to score")
-    datamodule = hydra.utils.instantiate({**data_cfg, **({"root": cfg.data_root} if cfg.data_root else {}),
+    datamodule = safe_instantiate({**data_cfg, **({"root": cfg.data_root} if cfg.data_root else {}),
                                           "batch_size": cfg.batch_size})
     datamodule.setup("validate")
     generator = torch.Generator(model.device).manual_seed(cfg.seed)

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from lit_diffusion.callbacks import SampleGrid
 from lit_diffusion.checkpoint import load_checkpoint
 from lit_diffusion.cli import entry_point
-from lit_diffusion.config import to_plain, trusted_class
+from lit_diffusion.config import safe_instantiate, to_plain, trusted_class
 from lit_diffusion.models.base import DiffusionModule
 
 
@@ -57,7 +57,7 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.ckpt_path is not None:
         load_checkpoint(cfg.ckpt_path)  # a clear error before anything is built
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = safe_instantiate(cfg.data)
     model = build_model(cfg)
     loggers = build_loggers(cfg)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]

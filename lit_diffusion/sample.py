@@ -19,7 +19,7 @@ from rich.progress import Progress
 from lit_diffusion.checkpoint import model_from_checkpoint
 from lit_diffusion.cli import entry_point
 from lit_diffusion.config import to_plain
-from lit_diffusion.generation import build_guider, draw, guider_spec
+from lit_diffusion.generation import build_guider, draw, guider_spec, model_classes
 from lit_diffusion.images import check_format, write_samples
 from lit_diffusion.sampling import num_sampler_steps, resolve_sampler
 
@@ -29,7 +29,7 @@ def sample(cfg: DictConfig) -> dict:
     model = model_from_checkpoint(cfg.ckpt, cfg.weights, cfg.device)
     sampler = resolve_sampler(model.hparams.sampler, to_plain(cfg.sampler))
     guider = build_guider(guider_spec(to_plain(cfg.guider), cfg.guidance_scale, cfg.classifier), cfg.weights, cfg.device)
-    labels = list(cfg.class_labels) if cfg.class_labels is not None else None
+    labels = list(cfg.class_labels) if cfg.class_labels is not None else model_classes(model)
     batches = []
     with Progress() as progress:
         steps = num_sampler_steps(model.process, sampler) * -(-cfg.n // cfg.batch_size)

@@ -84,7 +84,7 @@ def prior_bpd(process: DiscreteVP, x0: Tensor) -> Tensor:
 @torch.no_grad()
 def bits_per_dim(denoiser, process: DiscreteVP, x0: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
     """L_vlb of 8-bit images x0 ∈ [−1, 1] over the full chain, from a learned-variance denoiser
-    D(x, σ, return_variance=True) → (x̂_0, v) (e.g. ``IDDPM.denoiser()``): T network evaluations per batch,
+    D(x, σ) → (x̂_0, v) (e.g. the first two fields of ``IDDPM.predict``): T network evaluations per batch,
     one fresh x_t ~ q(x_t | x_0) per term, as in the reference code.
 
     Returns per-sample tensors: ``bpd`` (the total), ``prior`` (L_T), ``decoder`` (L_0) and ``terms``
@@ -96,7 +96,7 @@ def bits_per_dim(denoiser, process: DiscreteVP, x0: Tensor, generator: torch.Gen
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         xt = process.q_sample(x0, t, noise)
         sigma = process.sigmas[t].to(x0.dtype)
-        x0_pred, v = denoiser(xt / expand_like(process.scale(sigma), xt), sigma, return_variance=True)
+        x0_pred, v = denoiser(xt / expand_like(process.scale(sigma), xt), sigma)
         terms.append(vlb_terms(process, x0, xt, t, x0_pred, v))
     terms = torch.stack(terms, 1)
     prior = prior_bpd(process, x0)

@@ -3,6 +3,7 @@ with its default sampler (fewer steps); the likelihood entry scores a checkpoint
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -81,12 +82,49 @@ def test_classifier_guidance_two_stages(tmp_path, ddpm_checkpoint):
                    "class_labels=[3]", "guidance_scale=2", "n=2", "sampler.steps=3", f"out={out}",
                    f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     assert (out / "grid.png").is_file(), proc.stdout
+    # The stage-1 model is a frozen part of the classifier run: out of the raw-weights copy, stored once in the
+    # EMA state; the classifier checkpoint loads (and draws its guided grid) without the stage-1 file.
+    import shutil
+
+    import torch
+
+    from lit_diffusion.checkpoint import model_from_checkpoint
+
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    frozen = [k for k in ckpt["state_dict"] if k.startswith("diffusion.")]
+    assert frozen and not any(k.startswith("diffusion.") for k in ckpt["current_model_state"])
+    assert len(ckpt["hyper_parameters"]["diffusion"]["sha256"]) == 64
+    moved = tmp_path / "moved.ckpt"
+    shutil.move(ddpm_checkpoint, moved)
+    try:
+        for weights in ("ema", "raw"):
+            classifier = model_from_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights)
+            torch.testing.assert_close(classifier.state_dict()[frozen[0]], ckpt["state_dict"][frozen[0]])
+        assert classifier.sample(2, {"algorithm": "ddim", "steps": 2}).images.shape == (2, 1, 28, 28)
+    finally:
+        shutil.move(moved, ddpm_checkpoint)
+
+
+def test_guided_evaluation_records_guider_scale_and_labels(tmp_path):
+    """``evaluate`` takes the sample entry's guidance keys and writes them to the JSON and CSV."""
+    run_dir = tmp_path / "cfg"
+    train_tiny(run_dir, "experiment=cfg_mnist", "trainer.max_steps=2", "callbacks.sample_grid.every_n_steps=0",
+               "callbacks.sample_grid.num_samples=10")
+    results = tmp_path / "results.csv"
+    run_cli("lit_diffusion.evaluate", f"ckpt={run_dir}/checkpoints/last.ckpt", "extractor=random_conv", "n=10",
+            "ref_n=32", "metrics=[fid]", "sampler.steps=2", "class_labels=[0,1,2,3,4,5,6,7,8,9]", "guidance_scale=3",
+            f"out={tmp_path}/r.json", f"csv={results}", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["guider"] == "cfg" and result["guidance_scale"] == 3.0
+    assert result["class_labels"] == list(range(10)) and result["nfe"] == 2
+    row = next(csv.DictReader(open(results)))
+    assert row["guider"] == "cfg" and float(row["guidance_scale"]) == 3.0
 
 
 def test_guidance_errors_are_one_message(tmp_path, ddpm_checkpoint):
     proc = run_cli("lit_diffusion.sample", f"ckpt={ddpm_checkpoint}", "class_labels=[3]", "guidance_scale=2", "n=2",
                    f"hydra.run.dir={tmp_path}", cwd=tmp_path, check=False)
-    assert proc.returncode == 2 and "class-conditional" in proc.stderr + proc.stdout
+    assert proc.returncode == 2 and "condition dropout" in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr
     proc = run_cli("lit_diffusion.run", "experiment=classifier_guidance_mnist", f"hydra.run.dir={tmp_path / 'r'}",
                    cwd=tmp_path, check=False)

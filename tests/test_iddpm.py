@@ -123,7 +123,7 @@ def test_full_chain_vlb_of_gaussian_data_with_the_exact_reverse_process():
     process = DiscreteVP(100, "cosine")
     a_bar = process.alphas_cumprod
 
-    def denoiser(x, sigma, return_variance=False):
+    def denoiser(x, sigma):
         x0 = m + s**2 / (s**2 + sigma[:, None] ** 2) * (x - m)
         t = process.sigma_to_t(sigma.double()).round().long()
         beta, prev = process.betas[t], a_bar[(t - 1).clamp(min=0)]
@@ -131,7 +131,7 @@ def test_full_chain_vlb_of_gaussian_data_with_the_exact_reverse_process():
         coef = prev.sqrt() * beta / (1 - a_bar[t])
         var = beta_tilde + coef**2 * s**2 * sigma.double() ** 2 / (s**2 + sigma.double() ** 2)  # Var[x_{t−1} | x_t]
         v = ((var.log() - beta_tilde.log()) / (beta.log() - beta_tilde.log()))[:, None].expand_as(x)
-        return (x0, v.to(x.dtype)) if return_variance else x0
+        return x0, v.to(x.dtype)
 
     x0 = m + s * torch.randn(8_000, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     result = bits_per_dim(denoiser, process, x0, generator=torch.Generator().manual_seed(1))
@@ -146,9 +146,8 @@ DATA = GaussianData.example(dim=3)
 
 
 def _with_constant_variance(value):
-    def denoiser(x, sigma, return_variance=False):
-        x0 = DATA.denoiser(x, sigma)
-        return (x0, torch.full_like(x, value)) if return_variance else x0
+    def denoiser(x, sigma):
+        return DATA.denoiser(x, sigma), torch.full_like(x, value)
     return denoiser
 
 
@@ -198,7 +197,8 @@ class FixedOutput(torch.nn.Module):
 @pytest.mark.parametrize("objective", ["hybrid", "vlb"])
 def test_hybrid_objective_trains_the_mean_only_through_l_simple(objective):
     """L_hybrid = L_simple + λ L_vlb with a stop-gradient on the mean in L_vlb (§3.1): the gradient on the
-    mean channels is exactly L_simple's 2(ε̂ − ε)/N; L_vlb alone trains the mean too; v is trained by both."""
+    mean channels is L_simple's 2(ε̂ − ε)/N (to float rounding: the shared loss forms ε as the effective target
+    (x_0 − c_skip x)/c_out); L_vlb alone trains the mean too; v is trained by both."""
     model = _tiny(IDDPM, objective=objective)
     x0 = GRID[torch.randint(0, 256, (4, 1, 8, 8), generator=torch.Generator().manual_seed(0))].float()
     model.network = FixedOutput(0.1 * torch.randn(4, 2, 8, 8, generator=torch.Generator().manual_seed(1)))
@@ -210,7 +210,7 @@ def test_hybrid_objective_trains_the_mean_only_through_l_simple(objective):
     grad = model.network.out.grad
     simple_grad = 2 * (model.network.out.detach()[:, :1] - eps) / eps.numel()
     if objective == "hybrid":
-        torch.testing.assert_close(grad[:, :1], simple_grad, rtol=0, atol=0)
+        torch.testing.assert_close(grad[:, :1], simple_grad, rtol=1e-5, atol=1e-9)
     else:
         assert not torch.allclose(grad[:, :1], simple_grad)
     assert grad[:, 1:].abs().sum() > 0
@@ -234,7 +234,8 @@ def test_iddpm_model_samples_and_scores_bits_per_dim():
     result = model.sample(2)
     assert result.images.shape == (2, 1, 8, 8) and result.nfe == 3
     x0 = GRID[torch.randint(0, 256, (2, 1, 8, 8), generator=torch.Generator().manual_seed(0))].float()
-    bpd = bits_per_dim(model.denoiser(), model.process, x0, generator=torch.Generator().manual_seed(0))
+    bpd = bits_per_dim(lambda x, sigma: model.predict(x, sigma)[:2], model.process, x0,
+                       generator=torch.Generator().manual_seed(0))
     assert bpd["terms"].shape == (2, 50) and torch.isfinite(bpd["bpd"]).all()
     torch.testing.assert_close(bpd["bpd"], bpd["terms"].sum(1) + bpd["prior"])
 

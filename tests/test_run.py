@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 import torch
@@ -60,6 +61,25 @@ def test_sample_entry_writes_grid_and_images(trained, sampler, tmp_path):
     assert (out / "grid.png").is_file()
     assert sorted(p.name for p in out.glob("0*.png")) == [f"{i:06d}.png" for i in range(5)]
     assert "NFE per image 4" in proc.stdout
+
+
+def test_sample_and_evaluate_do_not_depend_on_the_batch_size(trained, tmp_path, monkeypatch):
+    """Image i depends only on (seed, i): batch_size=6 and batch_size=2 write identical files and scores."""
+    monkeypatch.setenv("LIT_DIFFUSION_CACHE", str(tmp_path / "cache"))
+    run_dir, _ = trained
+    ckpt = f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}"
+    files, scores = {}, {}
+    for batch in (6, 2):
+        out = tmp_path / f"b{batch}"
+        run_cli("lit_diffusion.sample", ckpt, "n=6", f"batch_size={batch}", "sampler=ddim", "sampler.steps=3", "sampler.eta=1.0",
+                f"out={out}", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+        files[batch] = [p.read_bytes() for p in sorted(out.glob("0*.png"))]
+        run_cli("lit_diffusion.evaluate", ckpt, "extractor=random_conv", "n=6", f"batch_size={batch}", "ref_n=16",
+                "metrics=[fid,kid]", "kid_subset_size=6", "sampler.steps=3", f"out={tmp_path}/e{batch}.json",
+                "csv=null", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+        scores[batch] = json.loads((tmp_path / f"e{batch}.json").read_text())["summary"]
+    assert len(files[6]) == 6 and files[6] == files[2]
+    assert scores[6] == scores[2]
 
 
 def test_sample_entry_npz_raw_weights_and_checkpoint_sampler(trained, tmp_path):

@@ -70,10 +70,10 @@ def test_ddim_eta1_equals_posterior_ancestral():
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_clip_denoised_bounds_the_output():
-    wide = GaussianData(torch.zeros(3), 9 * torch.eye(3))
-    result = generate(wide.denoiser, DiscreteVP(100), (500, 3), {"algorithm": "ddim", "steps": 10, "clip_denoised": True})
-    assert result.images.abs().max() <= 1.0
+def test_clipping_is_not_a_sampler_option():
+    """x̂₀ is clipped by the model (model.clip_denoised, tests/test_conditioning.py), never by the sampler."""
+    with pytest.raises(UserError, match="has no option \\['clip_denoised'\\]"):
+        generate(DATA.denoiser, DiscreteVP(100), (5, 3), {"algorithm": "ddim", "steps": 10, "clip_denoised": True})
 
 
 def test_unknown_sampler_and_option_are_user_errors():

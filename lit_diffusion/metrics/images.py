@@ -9,20 +9,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
+from lit_diffusion.config import safe_instantiate
 from lit_diffusion.datamodules.image_folder import find_images
 from lit_diffusion.errors import UserError
 from lit_diffusion.images import to_uint8
 
 SPLITS = ("train", "val")
-LOADER_KEYS = ("batch_size", "num_workers", "pin_memory", "download")
-"""Data config keys that change how images are loaded, not which images: left out of cache keys."""
+LOADER_KEYS = ("batch_size", "num_workers", "pin_memory", "download", "pairs")
+"""Data config keys that change how images are loaded or add paired keys, not which images: left out of cache keys."""
 
 
 def folder_images(root: str | Path, limit: int | None = None, batch_size: int = 100) -> Iterator[Tensor]:
@@ -52,7 +52,7 @@ def dataset_split(data_cfg: dict, split: str):
     """The dataset of one split of a data config (after its transform: resized, in [-1, 1])."""
     if split not in SPLITS:
         raise UserError(f"split={split} is not one of {', '.join(SPLITS)}")
-    datamodule = hydra.utils.instantiate(data_cfg)
+    datamodule = safe_instantiate(data_cfg)
     datamodule.setup("fit")
     dataset = datamodule.train_set if split == "train" else datamodule.val_set
     if dataset is None:
