@@ -104,3 +104,13 @@ def test_bad_grid_requests_are_user_errors():
         p.sigma_grid(10, spacing="cubic")
     with pytest.raises(UserError, match="schedule"):
         DiscreteVP(schedule="sigmoidal")
+
+
+def test_scaled_linear_schedule_is_ldms():
+    """LDM's "linear" schedule: √β linear in t (latent-diffusion's make_beta_schedule); the end points are the
+    configured β's and the midpoint of √β is their mean."""
+    p = DiscreteVP(1000, "scaled_linear", beta_start=0.0015, beta_end=0.0195)
+    assert p.betas[0].item() == pytest.approx(0.0015) and p.betas[-1].item() == pytest.approx(0.0195)
+    root = p.betas.sqrt()
+    torch.testing.assert_close(root[1:] - root[:-1], torch.full((999,), (0.0195**0.5 - 0.0015**0.5) / 999,
+                                                                  dtype=torch.float64))

@@ -24,6 +24,12 @@ def linear_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float =
     return torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
 
 
+def scaled_linear_betas(num_timesteps: int, beta_start: float = 0.0015, beta_end: float = 0.0195) -> Tensor:
+    """LDM's "linear" schedule (Rombach et al. 2022; ``make_beta_schedule`` of latent-diffusion): √β linear,
+    β_t = (√β_1 + (t−1)/(T−1) (√β_T − √β_1))²; 0.0015 … 0.0195 for LDM, 0.00085 … 0.012 for Stable Diffusion."""
+    return torch.linspace(beta_start**0.5, beta_end**0.5, num_timesteps, dtype=torch.float64) ** 2
+
+
 def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
     """Cosine schedule (Nichol & Dhariwal 2021, Eq. 17): ᾱ(t) = f(t)/f(0), f(t) = cos²(((t/T)+s)/(1+s)·π/2).
 
@@ -34,7 +40,7 @@ def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) 
     return (1 - f[1:] / f[:-1]).clamp(max=max_beta)
 
 
-SCHEDULES = {"linear": linear_betas, "cosine": cosine_betas}
+SCHEDULES = {"linear": linear_betas, "scaled_linear": scaled_linear_betas, "cosine": cosine_betas}
 
 
 class DiscreteVP(DiffusionProcess):
