@@ -11,7 +11,7 @@ from PIL import Image
 from test_datamodules import scaled, write_cifar, write_idx_set
 
 from lit_diffusion.datamodules import CIFAR10DataModule, MNISTDataModule
-from lit_diffusion.datamodules.pairs import Grayscale, LowResolution, Mask
+from lit_diffusion.datamodules.pairs import JPEG, Blur, Grayscale, LowResolution, Mask, Quantize
 from lit_diffusion.errors import UserError
 from lit_diffusion.metrics.images import dataset_split
 
@@ -213,3 +213,93 @@ def test_bad_pairs_are_user_errors(pairs, message):
 def test_grayscale_needs_rgb():
     with pytest.raises(UserError, match="data.channels=3"):
         MNISTDataModule(pairs={"g": {"_target_": PAIRS + "Grayscale"}})
+
+
+# ------------------------------------------------------------------------- RePaint's masks, JPEG, blur, quantise
+
+
+def test_low_resolution_down_up_consistency_for_every_factor():
+    image = torch.rand(2, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    blocks = F.interpolate(F.avg_pool2d(image[None], 8), scale_factor=8, mode="nearest")[0]  # constant 8x8 blocks
+    for factor in (2, 4, 8):
+        low = apply(LowResolution(factor, upsample=False), image)["low_res"]
+        assert low.shape == (2, 32 // factor, 32 // factor)
+        exact = apply(LowResolution(factor, mode="area", upsample=False), image)["low_res"]
+        torch.testing.assert_close(exact, F.avg_pool2d(image[None], factor)[0])  # area: exactly the block means
+        # down then up then down again changes little; an image constant on the blocks keeps its low-res values
+        again = apply(LowResolution(factor, upsample=False), apply(LowResolution(factor), image)["low_res"])["low_res"]
+        assert (again - low).pow(2).mean().sqrt() < 0.1
+        coarse = apply(LowResolution(factor, mode="area", upsample=False), blocks)["low_res"]
+        torch.testing.assert_close(coarse, F.avg_pool2d(blocks[None], factor)[0])
+
+
+@pytest.mark.parametrize("kind", ["wide", "narrow"])
+def test_free_form_masks_are_strokes_within_the_area_limit(kind):
+    image = torch.zeros(1, 28, 28)
+    fractions, masks = [], []
+    for seed in range(40):
+        mask = apply(Mask(kind), image, seed)["mask"]
+        assert mask.shape == (1, 28, 28) and set(mask.unique().tolist()) <= {0.0, 1.0}
+        fractions.append(1 - mask.mean().item())
+        masks.append(mask)
+    assert all(0 < f <= 0.5 for f in fractions)  # LaMa's max_tamper_area
+    assert 0.15 < sum(fractions) / len(fractions) < 0.45, sum(fractions) / len(fractions)
+    assert torch.equal(apply(Mask(kind), image, 7)["mask"], masks[7])  # fixed by the generator's seed
+    assert len({m.numpy().tobytes() for m in masks}) == len(masks)
+    # narrow strokes are thin: most missing pixels have a known 4-neighbour; wide ones are mostly interior
+    missing = torch.stack(masks)[:, 0] == 0
+    padded = F.pad(missing.float(), (1, 1, 1, 1), value=1).bool()
+    interior = padded[:, :-2, 1:-1] & padded[:, 2:, 1:-1] & padded[:, 1:-1, :-2] & padded[:, 1:-1, 2:] & missing
+    share = interior.sum().item() / missing.sum().item()
+    assert (share < 0.5) if kind == "narrow" else (share > 0.6), share
+
+
+def test_lines_and_expand_masks():
+    image = torch.rand(3, 28, 28) * 2 - 1
+    lines = apply(Mask("lines"), image)
+    assert torch.equal(lines["mask"][0, 0::2], torch.ones(14, 28)) and torch.equal(lines["mask"][0, 1::2], torch.zeros(14, 28))
+    assert torch.equal(lines["masked_image"], image * lines["mask"])
+    expand = apply(Mask("expand", size=0.5), image)["mask"]
+    known_rows, known_columns = (expand[0] == 1).any(1).nonzero().flatten().tolist(), (expand[0] == 1).any(0).nonzero().flatten().tolist()
+    assert known_rows == known_columns == [*range(7, 21)] and int(expand.sum()) == 14 * 14  # 75 % missing
+    with pytest.raises(UserError, match="max_area"):
+        Mask("wide", max_area=0)
+
+
+def test_jpeg_round_trip():
+    y, x = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    image = (torch.sin(x / 3) * torch.cos(y / 5) * 0.8 + 0.1 * torch.sin(x * y)).expand(1, 28, 28)
+    sizes, errors = [], []
+    for quality in (5, 10, 20, 90):
+        out = apply(JPEG(quality), image)["jpeg"]
+        assert out.shape == image.shape and out.dtype == image.dtype and out.abs().max() <= 1
+        assert torch.equal(apply(JPEG(quality), image, seed=3)["jpeg"], out)  # no randomness
+        sizes.append(len(JPEG(quality).encode(image)))
+        errors.append((out - image).pow(2).mean().item())
+    assert sizes == sorted(sizes) and errors == sorted(errors, reverse=True), (sizes, errors)
+    rgb = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert apply(JPEG(10, key="j"), rgb)["j"].shape == (3, 16, 16)
+    with Image.open(__import__("io").BytesIO(JPEG(20).encode(rgb))) as decoded:
+        assert decoded.format == "JPEG" and decoded.size == (16, 16) and decoded.mode == "RGB"
+    for bad in (0, 96, 2.5):
+        with pytest.raises(UserError, match="quality"):
+            JPEG(bad)
+
+
+def test_blur_and_quantize():
+    image = torch.rand(3, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    blurred = apply(Blur(1.5), image)["blurred"]
+    assert blurred.shape == image.shape and blurred.std() < 0.5 * image.std()
+    assert abs(blurred.mean() - image.mean()) < 0.02
+    constant = torch.full((1, 8, 8), 0.25)
+    torch.testing.assert_close(apply(Blur(2.0), constant)["blurred"], constant)
+    for levels in (2, 3, 8):
+        quantized = apply(Quantize(levels, key="q"), image)["q"]
+        values = torch.linspace(-1, 1, levels)
+        assert (quantized[..., None] - values).abs().min(-1).values.max() < 1e-6  # on the levels
+        assert len(quantized.unique()) == levels
+        assert (quantized - image).abs().max() <= 1 / (levels - 1) + 1e-6  # half a level (levels span 2)
+    with pytest.raises(UserError, match="levels"):
+        Quantize(1)
+    with pytest.raises(UserError, match="sigma"):
+        Blur(0)
