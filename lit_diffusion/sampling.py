@@ -61,6 +61,7 @@ def generate(
     sampler: Mapping[str, Any],
     generator=None,
     *,
+    sigmas: Tensor | None = None,
     noise: Tensor | None = None,
     init: Tensor | None = None,
     sigma_start: float | None = None,
@@ -70,6 +71,8 @@ def generate(
 
     Args:
         generator: a :class:`~lit_diffusion.randomness.PerImageGenerator`, one ``torch.Generator`` or None.
+        sigmas: a σ grid to walk instead of the config's ``steps``/``grid`` (any piece of a grid, decreasing, or
+            increasing for deterministic steps: RePaint's resampling, DDIB's encoding).
         noise: the standard-normal start (default: drawn from ``generator``).
         init: clean images to start from (scaled coordinates, e.g. [-1, 1]); needs ``sigma_start``.
         sigma_start: cut the grid to σ ≤ ``sigma_start`` (with ``init``: SDEdit; without: a partial chain).
@@ -79,7 +82,9 @@ def generate(
     name = options.pop("algorithm", None)
     if name not in ALGORITHMS:
         raise UserError(f"unknown sampler algorithm '{name}': choose one of {', '.join(sorted(ALGORITHMS))}")
-    sigmas = sigma_grid(process, options.pop("steps", None), options.pop("grid", None))
+    steps, grid = options.pop("steps", None), options.pop("grid", None)
+    if sigmas is None:
+        sigmas = sigma_grid(process, steps, grid)
     if sigma_start is not None:
         sigmas = truncate_grid(sigmas, sigma_start)
     elif init is not None:

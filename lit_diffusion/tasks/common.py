@@ -2,35 +2,20 @@
 
 :func:`lit_diffusion.sampling.generate` runs a sampler config down the process's own σ grid, from noise or
 from a noised image.  RePaint's down moves between jumps and DDIB's encoding (up the grid) need the same
-algorithm on a piece of a grid, from the current state: :func:`run_on_grid` hands ``generate`` a view of the
-process whose grid is that piece, and the state as ``init`` with zero noise, so the sampler maths stay in
+algorithm on a piece of a grid, from the current state: :func:`run_on_grid` hands ``generate`` that piece of
+grid, and the state as ``init`` with zero noise, so the sampler maths stay in
 :mod:`lit_diffusion.samplers` and the NFE is counted as everywhere else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from lit_diffusion.processes.base import DiffusionProcess
 from lit_diffusion.samplers.callback import StepCallback
 from lit_diffusion.sampling import SampleResult, generate, sigma_grid
-
-
-class OnGrid:
-    """A process seen through a fixed σ grid: everything is the process's, except :meth:`sigma_grid`."""
-
-    def __init__(self, process: DiffusionProcess, sigmas: Tensor):
-        self.process, self.sigmas = process, sigmas
-
-    def sigma_grid(self, steps: int | None = None) -> Tensor:
-        return self.sigmas
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.process, name)
 
 
 def sampler_grid(process: DiffusionProcess, sampler: Mapping[str, Any]) -> Tensor:
@@ -42,9 +27,8 @@ def run_on_grid(denoiser, process: DiffusionProcess, x: Tensor, sigmas: Tensor, 
                 generator=None, callback: StepCallback | None = None) -> SampleResult:
     """Run ``sampler``'s algorithm (its other options kept) from the state ``x`` at ``sigmas[0]`` over
     ``sigmas``, which may be any piece of a grid, decreasing or (for deterministic steps) increasing."""
-    options = {k: v for k, v in sampler.items() if k not in ("steps", "grid")}
-    return generate(denoiser, OnGrid(process, sigmas), tuple(x.shape), options, generator,
-                    noise=torch.zeros_like(x), init=x, sigma_start=float(sigmas.max()), callback=callback)
+    return generate(denoiser, process, tuple(x.shape), sampler, generator, sigmas=sigmas, noise=torch.zeros_like(x),
+                    init=x, sigma_start=float(sigmas.max()), callback=callback)
 
 
 def chain(*callbacks: StepCallback | None) -> StepCallback | None:
