@@ -31,7 +31,7 @@ SAMPLERS = {
 
 @torch.no_grad()
 def forward_time(model, batch: int, repeats: int) -> float:
-    x = torch.randn(batch, *model.image_shape)
+    x = torch.randn(batch, *model.sample_shape)
     t = torch.full((batch,), 500.0)
     model.network(x, t)
     start = time.perf_counter()

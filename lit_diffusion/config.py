@@ -23,7 +23,10 @@ def to_plain(cfg: Any) -> Any:
         try:
             return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
         except MissingMandatoryValue as err:
-            raise UserError(f"'{err.full_key}' must be given: add {err.full_key}=... to the command line") from None
+            missing = sorted(OmegaConf.missing_keys(cfg)) or [err.full_key]  # every one at once, not the first
+            names = ", ".join(f"'{key}'" for key in missing)
+            raise UserError(f"{names} must be given: add {' '.join(f'{key}=...' for key in missing)} to the command "
+                            "line") from None
     return cfg
 
 

@@ -1,7 +1,8 @@
 """Training entry point (and the main job): ``python -m lit_diffusion.run [experiment=NAME] [key=value ...]``.
 
 Builds the DataModule, model, callbacks, loggers and Trainer from the Hydra config and fits; with
-``ckpt_path=PATH`` it resumes exactly where the checkpoint left off.
+``ckpt_path=PATH`` it resumes exactly where the checkpoint left off (``ckpt_path=auto``: from the run folder's
+``last.ckpt`` when there is one).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from lit_diffusion.checkpoint import load_checkpoint
 from lit_diffusion.cli import entry_point
 from lit_diffusion.config import safe_instantiate, to_plain, trusted_class
 from lit_diffusion.models.base import DiffusionModule
+from lit_diffusion.resume import resolve_ckpt_path
 
 
 def build_model(cfg: DictConfig) -> DiffusionModule:
@@ -54,9 +56,11 @@ def build_loggers(cfg: DictConfig) -> list:
 
 def train(cfg: DictConfig) -> dict:
     """Fit the configured model; returns the final metrics and the paths of the last checkpoint and grid."""
+    to_plain(cfg)  # every value the user must still give, named in one message before anything starts
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    if cfg.ckpt_path is not None:
-        load_checkpoint(cfg.ckpt_path)  # a clear error before anything is built
+    ckpt_path = resolve_ckpt_path(cfg)  # ckpt_path=auto: the run folder's last.ckpt if there is one
+    if ckpt_path is not None:
+        load_checkpoint(ckpt_path)  # a clear error before anything is built
     datamodule = safe_instantiate(cfg.data)
     model = build_model(cfg)
     loggers = build_loggers(cfg)
@@ -64,7 +68,7 @@ def train(cfg: DictConfig) -> dict:
     if not loggers:  # logger=none: the learning-rate monitor has nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     grid = next((c.last_path for c in callbacks if isinstance(c, SampleGrid)), None)

@@ -93,21 +93,6 @@ def test_sample_entry_npz_raw_weights_and_checkpoint_sampler(trained, tmp_path):
     assert images.shape == (3, 28, 28, 1) and images.dtype == np.uint8
 
 
-def test_resume_is_bit_exact(tmp_path):
-    straight = tmp_path / "straight"
-    train_tiny(straight)
-    half = tmp_path / "half"
-    train_tiny(half, "trainer.max_steps=2")
-    resumed = tmp_path / "resumed"
-    train_tiny(resumed, f"ckpt_path={half / 'checkpoints' / 'last.ckpt'}")
-    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
-    assert a["global_step"] == b["global_step"] == 4
-    for key in ("state_dict", "current_model_state"):  # EMA and raw weights
-        for name, tensor in a[key].items():
-            assert torch.equal(tensor, b[key][name]), f"{key}/{name} differs after resume"
-
-
 def test_multirun_sweeps(tmp_path):
     proc = run_cli("lit_diffusion.run", "-m", *TINY, "trainer.max_steps=1", "callbacks.sample_grid.every_n_steps=0",
                    "model.optimizer.lr=1e-3,2e-3", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)

@@ -18,7 +18,7 @@ import torch
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from lit_diffusion.datamodules.pairs import PairTransform, build_pairs
 from lit_diffusion.errors import UserError
@@ -104,7 +104,7 @@ class SampleViews(Dataset):
         return sample
 
 
-class EpochShuffleSampler(Sampler[int]):
+class EpochShuffleSampler(DistributedSampler):
     """Visits each of ``num_items`` items once per epoch in an order that depends only on ``(seed, epoch)``.
 
     The order of epoch ``e`` is a permutation drawn from a ``torch.Generator`` seeded with ``seed + e``; with
@@ -112,9 +112,27 @@ class EpochShuffleSampler(Sampler[int]):
     ``view * num_items + item`` (see :class:`SampleViews`).  :attr:`generator` is meant for the
     DataLoader (worker seeds) and is reseeded from ``(seed, epoch)`` too.  Lightning calls :meth:`set_epoch`
     before each epoch; :attr:`start` skips the first items of the next pass once (mid-epoch resumption).
+
+    **Several processes** (``num_replicas > 1``, data-parallel training): every process computes the same
+    epoch order and process ``rank`` takes every ``num_replicas``-th item of it, starting at its rank; the
+    order is cut to a multiple of ``num_replicas`` first.  So the processes' parts are disjoint, their union
+    is the epoch, and with per-process batches of B and the loader's ``drop_last``, optimizer step k sees
+    exactly the items of a one-process step k with batches of ``num_replicas × B`` (positions
+    ``[k R B, (k+1) R B)`` of the order), and the same ⌊N / (R B)⌋ steps per epoch: the data order depends on
+    the global batch size only, not on the number of processes or of loader workers (the sampler runs in the
+    main process).  With one process the order is the whole permutation, as it always was.  :attr:`start`
+    counts items of the epoch's order consumed by all processes together.
+
+    It is a :class:`~torch.utils.data.DistributedSampler` so that Lightning sees a sampler that already shards
+    and does not wrap it in its ``DistributedSamplerWrapper`` (which would reshuffle our order with its own
+    seed, never forward ``set_epoch`` and hide :attr:`start`); this works with every trainer configuration.
     """
 
-    def __init__(self, num_items: int, seed: int, num_views: int = 1):
+    def __init__(self, num_items: int, seed: int, num_views: int = 1, num_replicas: int = 1, rank: int = 0):
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, num_replicas={num_replicas})")
+        super().__init__(range(num_items), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed,
+                         drop_last=True)
         self.num_items, self.seed, self.num_views = num_items, seed, num_views
         self.generator = torch.Generator()
         self.epoch = self.start = 0
@@ -128,19 +146,26 @@ class EpochShuffleSampler(Sampler[int]):
         self.generator.manual_seed(derived_seed(self.seed, epoch))
 
     def order(self) -> torch.Tensor:
-        """All indices of the current epoch, in order."""
+        """All indices of the current epoch, in order (the same in every process)."""
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(self.num_items, generator=generator)
         if self.num_views > 1:
             order += self.num_items * torch.randint(self.num_views, (self.num_items,), generator=generator)
         return order
 
+    def shard(self, start: int = 0) -> torch.Tensor:
+        """This process's part of the current epoch's order from global position ``start`` on."""
+        count = (self.num_items - start) // self.num_replicas
+        first = start + self.rank
+        return self.order()[first:first + count * self.num_replicas:self.num_replicas]
+
     def __iter__(self) -> Iterator[int]:
         start, self.start = self.start, 0
-        yield from self.order()[start:].tolist()
+        yield from self.shard(start).tolist()
 
     def __len__(self) -> int:
-        return self.num_items
+        """Items per process in a whole epoch."""
+        return self.num_items // self.num_replicas
 
 
 class ResumableDataLoader(DataLoader):
@@ -148,25 +173,41 @@ class ResumableDataLoader(DataLoader):
 
     Lightning saves :meth:`state_dict` with a checkpoint and calls :meth:`load_state_dict` when it resumes
     mid-epoch, so the resumed run sees exactly the batches the interrupted one had not seen yet.  Iteration
-    starts lazily at the first batch, i.e. after Lightning's ``set_epoch``, even with worker processes.
+    starts lazily at the first batch, i.e. after Lightning's ``set_epoch``, even with worker processes.  In a
+    multi-process run every process counts its own batches (the same number in each) and the state also
+    records the position in the epoch's order, so that a run resumed on another number of processes continues
+    at the same place of the epoch (each item once; the same batches need the same global batch size).
     """
 
     sampler: EpochShuffleSampler
 
+    def _items_per_batch(self) -> int:
+        """Items of the epoch's order that one batch consumes in all processes together."""
+        sampler = self.sampler
+        if not isinstance(sampler, EpochShuffleSampler):
+            raise TypeError(f"ResumableDataLoader needs an EpochShuffleSampler, got {type(sampler).__name__} (was "
+                            "it wrapped by a distributed sampler? EpochShuffleSampler shards by rank itself)")
+        return self.batch_size * sampler.num_replicas
+
     def __iter__(self) -> Iterator[Any]:
-        self._batches_done = self.sampler.start // self.batch_size
+        self._batches_done = self.sampler.start // self._items_per_batch()
         for batch in super().__iter__():
             self._batches_done += 1
             yield batch
 
     def state_dict(self) -> dict[str, int]:
-        """The epoch and the number of its batches already handed out."""
-        return {"epoch": self.sampler.epoch, "batches_done": getattr(self, "_batches_done", 0)}
+        """The epoch and the number of its batches already handed out (by each process); with several
+        processes also ``items_done``, the position reached in the epoch's order by all of them together."""
+        state = {"epoch": self.sampler.epoch, "batches_done": getattr(self, "_batches_done", 0)}
+        if self.sampler.num_replicas > 1:
+            state["items_done"] = state["batches_done"] * self._items_per_batch()
+        return state
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        """Continue epoch ``state_dict["epoch"]`` after its first ``state_dict["batches_done"]`` batches."""
+        """Continue epoch ``state_dict["epoch"]`` after its first ``state_dict["batches_done"]`` batches (after
+        its first ``items_done`` items when the state has them, whatever the number of processes now)."""
         self.sampler.set_epoch(state_dict["epoch"])
-        self.sampler.start = state_dict["batches_done"] * self.batch_size
+        self.sampler.start = state_dict.get("items_done", state_dict["batches_done"] * self.batch_size)
 
 
 def missing_dataset_error(dataset: str, looked_in: Sequence[Path], how_to_fix: str) -> UserError:
@@ -274,10 +315,26 @@ class ImageDataModule(lightning.LightningDataModule):
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.seed)).tolist()
         return Subset(dataset, order[num_val:]), Subset(dataset, order[:num_val])
 
+    def data_parallel(self) -> tuple[int, int]:
+        """(number of data-parallel processes, this process's rank) of the trainer, (1, 0) without one."""
+        trainer = getattr(self, "trainer", None)
+        kwargs = (trainer.distributed_sampler_kwargs if trainer is not None else None) or {}
+        return kwargs.get("num_replicas", 1), kwargs.get("rank", 0)
+
     def train_dataloader(self) -> ResumableDataLoader:
+        """Training batches of ``batch_size`` per process: the process's part of each epoch's order
+        (:class:`EpochShuffleSampler`), incomplete batches dropped, position checkpointed."""
         self.setup()
         dataset = SampleViews(self.train_set.dataset, self.pairs, self.seed, num_views=2 if self.random_flip else 1)
-        sampler = EpochShuffleSampler(len(self.train_set), self.seed, num_views=dataset.num_views)
+        num_replicas, rank = self.data_parallel()
+        sampler = EpochShuffleSampler(len(self.train_set), self.seed, num_views=dataset.num_views,
+                                      num_replicas=num_replicas, rank=rank)
+        if len(sampler) < self.batch_size:
+            raise UserError(
+                f"{self.dataset_name}: the training split has {len(self.train_set)} images, {len(sampler)} per "
+                f"process for {num_replicas} processes, fewer than data.batch_size={self.batch_size}; lower "
+                "data.batch_size or add images"
+            )
         return ResumableDataLoader(
             dataset,
             batch_size=self.batch_size,

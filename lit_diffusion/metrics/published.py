@@ -35,8 +35,12 @@ PUBLISHED: list[dict] = [
          experiment=None, citation="Karras et al. 2022, Table 2"),
     dict(family="edm", model="EDM (VP), class-conditional", dataset="CIFAR-10", metric="fid", value=1.79,
          sampler="heun", nfe=35, experiment=None, citation="Karras et al. 2022, Table 2"),
-    dict(family="ldm", model="LDM-4", dataset="CelebA-HQ 256", metric="fid", value=5.11, sampler="ddim", nfe=500,
-         experiment=None, citation="Rombach et al. 2022, Table 1"),
+    *[dict(family="ldm", model="LDM-VQ-4", dataset="CelebA-HQ 256", metric=m, value=v, sampler="ddim (η=0)", nfe=500,
+           experiment="ldm_celebahq", citation="Rombach et al. 2022, Table 1 (50k samples vs the training set)")
+      for m, v in (("fid", 5.11), ("precision", 0.72), ("recall", 0.49))],
+    *[dict(family="ldm", model="LDM-KL-8", dataset="LSUN-Churches 256", metric=m, value=v, sampler="ddim (η=0)",
+           nfe=400, experiment="ldm_kl8_churches", citation="Rombach et al. 2022, Table 1; CompVis README (400 DDIM steps)")
+      for m, v in (("fid", 4.02), ("precision", 0.64), ("recall", 0.52))],
     *[dict(family="dpm_solver", model="DPM-Solver (score SDE VP checkpoint)", dataset="CIFAR-10", metric="fid",
            value=v, sampler="dpm_solver", nfe=s, experiment=None, citation="Lu et al. 2022, Table 1")
       for s, v in ((10, 4.70), (20, 2.87))],

@@ -20,6 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lit_diffusion.metrics.features import extract
+from lit_diffusion.metrics.images import cache_fields, dataset_images
+
 FORMAT = 1
 
 
@@ -62,9 +65,6 @@ def reference_features(fields: dict, compute: Callable[[], Tensor]) -> Reference
 def dataset_reference(extractor, data_cfg: dict, split: str, count: int | None, device="cpu",
                       batch_size: int = 100) -> Reference:
     """Cached features of the first ``count`` (None: all) images of a dataset split."""
-    from lit_diffusion.metrics.features import extract
-    from lit_diffusion.metrics.images import cache_fields, dataset_images
-
     fields = {"data": cache_fields(data_cfg), "split": split, "count": count, "extractor": extractor.name,
               "weights": extractor.weights_id, "preprocessing": extractor.preprocessing}
     return reference_features(

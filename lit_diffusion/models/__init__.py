@@ -1,5 +1,6 @@
 """LightningModules: one small class per framework, all sharing :class:`DiffusionModule`."""
 
+from lit_diffusion.models.autoencoder import Autoencoder
 from lit_diffusion.models.base import DiffusionModule, TrainingDiverged
 from lit_diffusion.models.classifier import NoisyClassifier
 from lit_diffusion.models.ddpm import DDPM
@@ -8,4 +9,4 @@ from lit_diffusion.models.iddpm import IDDPM
 from lit_diffusion.models.ncsn import NCSN
 from lit_diffusion.models.score_sde import ScoreSDE
 
-__all__ = ["DDPM", "EDM", "IDDPM", "NCSN", "NoisyClassifier", "DiffusionModule", "ScoreSDE", "TrainingDiverged"]
+__all__ = ["Autoencoder", "DDPM", "EDM", "IDDPM", "NCSN", "NoisyClassifier", "DiffusionModule", "ScoreSDE", "TrainingDiverged"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any, Mapping, NamedTuple
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -29,7 +30,9 @@ from lit_diffusion.checkpoint import CHECKPOINT_KEY
 from lit_diffusion.conditioning import Conditioner
 from lit_diffusion.config import safe_instantiate
 from lit_diffusion.errors import UserError
+from lit_diffusion.frozen import Frozen
 from lit_diffusion.guidance import NoGuidance
+from lit_diffusion.latent import FirstStage
 from lit_diffusion.preconditioning import Preconditioning
 from lit_diffusion.processes.base import expand_like
 from lit_diffusion.randomness import PerImageGenerator
@@ -59,9 +62,12 @@ def pad_batch(tensors: tuple[Tensor, ...], multiple: int) -> tuple[Tensor, ...]:
     return tuple(torch.cat([t, t[-1:].expand(missing, *t.shape[1:])]) for t in tensors)
 
 
-def step_seed(seed: int, step: int) -> int:
-    """Seed for the training randomness (noise levels, ε, dropout) of one optimizer step."""
-    return (seed * 1_000_003 + step) % (2**63)
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """Seed for the training randomness (noise levels, ε, dropout) of one optimizer step in process ``rank``:
+    rank 0 keeps the one-process seeds; other ranks get mixed ones (torch's CPU generator reads 32 bits only)."""
+    if rank == 0:
+        return (seed * 1_000_003 + step) % (2**63)
+    return int(np.random.SeedSequence([seed % 2**63, step, rank]).generate_state(1, np.uint64)[0] % (2**63))
 
 
 class DiffusionModule(L.LightningModule):
@@ -76,8 +82,11 @@ class DiffusionModule(L.LightningModule):
         image_shape: (C, H, W) of the data.
         conditioner: config of a :class:`~lit_diffusion.conditioning.Conditioner` (Hydra ``conditioner``
             group); None for an unconditional model.
+        first_stage: config of a :class:`~lit_diffusion.latent.FirstStage`: diffuse the latents of this frozen
+            autoencoder (latent diffusion, Rombach et al. 2022); None: pixel space.  The network then works
+            at the latent shape.
         clip_denoised: clip x̂_0 to the data range [-1, 1] while sampling (DDPM's reference samplers do;
-            EDM's do not; a latent model must not).
+            EDM's do not); never in latent space.
         lr_warmup_steps: linear learning-rate warm-up (Ho et al. 2020 use 5000 steps).
         seed: base seed; the training randomness of step k is a function of (seed, k) only, which makes
             resuming from a checkpoint bit-exact.
@@ -93,6 +102,7 @@ class DiffusionModule(L.LightningModule):
         sampler: dict,
         image_shape: list[int],
         conditioner: dict | None = None,
+        first_stage: dict | None = None,
         clip_denoised: bool = False,
         lr_warmup_steps: int = 0,
         seed: int = 0,
@@ -101,11 +111,14 @@ class DiffusionModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["run_config"])
         self.process = safe_instantiate(process)
-        self.conditioner = Conditioner(**(conditioner or {}), image_size=image_shape[-1])
+        self.first_stage = None if first_stage is None else Frozen(FirstStage(image_shape, **first_stage))
+        self.sample_shape = tuple(image_shape) if first_stage is None else self.first_stage.module.latent_shape
+        self.clip = clip_denoised and first_stage is None
+        self.conditioner = Conditioner(**(conditioner or {}), image_size=self.sample_shape[-1])
         self.network = safe_instantiate(network, **self.conditioner.network_kwargs())
         self.run_config = run_config
         if self.variance_head:
-            channels, out_channels = image_shape[0], getattr(self.network, "out_channels", None)
+            channels, out_channels = self.sample_shape[0], getattr(self.network, "out_channels", None)
             if out_channels != 2 * channels:
                 raise UserError(f"{type(self).__name__} learns a variance per pixel, so its network needs "
                                 f"out_channels = 2 × {channels} data channels = {2 * channels}, got {out_channels}; "
@@ -146,7 +159,7 @@ class DiffusionModule(L.LightningModule):
         n = x.shape[0]
         padded = pad_batch((x, sigma, *cond.values()), BATCH_MULTIPLE)
         prediction = self.predict(padded[0], padded[1], dict(zip(cond, padded[2:])))
-        denoised = prediction.denoised[:n].clamp(-1, 1) if self.hparams.clip_denoised else prediction.denoised[:n]
+        denoised = prediction.denoised[:n].clamp(-1, 1) if self.clip else prediction.denoised[:n]
         return denoised if prediction.variance is None else (denoised, prediction.variance[:n])
 
     # --- training ------------------------------------------------------------------------------------
@@ -174,11 +187,21 @@ class DiffusionModule(L.LightningModule):
         return (err * (weight.to(err.dtype) if isinstance(weight, Tensor) else weight)).mean()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        torch.manual_seed(step_seed(self.hparams.seed, self.global_step))
+        torch.manual_seed(step_seed(self.hparams.seed, self.global_step, self.global_rank))
+        if self.first_stage is not None:  # scale_by_std: once, at the first step, rank 0's value everywhere
+            self.first_stage.module.fit_scale(batch["image"], lambda t: self.trainer.strategy.broadcast(t, src=0))
 
     def batch_loss(self, batch: Mapping[str, Any], train: bool) -> Tensor:
-        """The objective on a batch; conditions are dropped per key only in training."""
-        return self.loss(batch["image"], self.conditioner(self.conditions(batch), train_dropout=train))
+        """The objective on a batch (its latents for a latent model); conditions are dropped per key only in
+        training."""
+        return self.loss(self.to_latent(batch["image"]), self.conditioner(self.conditions(batch), train_dropout=train))
+
+    def to_latent(self, images: Tensor) -> Tensor:
+        """What the diffusion runs on: the images, or their scaled first-stage latents."""
+        return images if self.first_stage is None else self.first_stage.module.encode(images)
+
+    def from_latent(self, latents: Tensor) -> Tensor:
+        return latents if self.first_stage is None else self.first_stage.module.decode(latents)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         loss = self.batch_loss(batch, train=True)
@@ -209,10 +232,6 @@ class DiffusionModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # --- sampling ------------------------------------------------------------------------------------
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.hparams.image_shape)
-
     @torch.no_grad()
     def sample(
         self,
@@ -227,7 +246,8 @@ class DiffusionModule(L.LightningModule):
         sigma_start: float | None = None,
         callback: StepCallback | None = None,
     ) -> SampleResult:
-        """Draw images ``first_index … first_index + num_samples − 1`` of the run with ``seed``, in [-1, 1].
+        """Draw images ``first_index … first_index + num_samples − 1`` of the run with ``seed``, in [-1, 1]
+        (a latent model samples latents and decodes them; ``init`` images are encoded).
 
         Image i depends only on (seed, i) (one generator per image), not on the batch it is drawn in.
         ``conditions`` are raw batch entries (e.g. ``{"label": labels}``); ``guider`` one of
@@ -243,15 +263,18 @@ class DiffusionModule(L.LightningModule):
         was_training = self.training
         self.eval()
         try:
-            result = generate(denoiser, self.process, (num_samples, *self.image_shape), sampler or self.hparams.sampler,
-                              generator=generator, noise=noise, init=init, sigma_start=sigma_start, callback=callback)
+            result = generate(denoiser, self.process, (num_samples, *self.sample_shape), sampler or self.hparams.sampler,
+                              generator=generator, noise=noise, init=None if init is None else self.to_latent(init),
+                              sigma_start=sigma_start, callback=callback)
+            result.images = self.from_latent(result.images).clamp(-1, 1)
         finally:
             self.train(was_training)
-        result.images = result.images.clamp(-1, 1)
         return result
 
     # --- checkpoints ---------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.first_stage is not None:  # rebuilt from its config; weights come with the state dict
+            checkpoint["hyper_parameters"]["first_stage"] = self.first_stage.module.spec
         cls = type(self)
         checkpoint[CHECKPOINT_KEY] = {
             "version": lit_diffusion.__version__,

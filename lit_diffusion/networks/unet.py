@@ -196,6 +196,8 @@ class UNet(nn.Module):
             has attention.
         dropout: dropout rate inside residual blocks.
         num_heads: attention heads.
+        num_head_channels: channels per head instead (heads = block channels / this; ADM's and LDM's
+            ``num_head_channels``, e.g. 32 for LDM's CelebA-HQ model); overrides ``num_heads``.
         time_embedding: "sinusoidal" (Ho et al. 2020) or "fourier" (Song et al. 2021).
         fourier_scale: standard deviation of the random Fourier frequencies.
         resblock_updown: resample with residual blocks (Dhariwal & Nichol 2021) instead of a strided
@@ -215,6 +217,7 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int = 3, out_channels: int | None = None, image_size: int = 32,
                  base_channels: int = 128, channel_mult: Sequence[int] = (1, 2, 2, 2), num_res_blocks: int = 2,
                  attention_resolutions: Sequence[int] = (16,), dropout: float = 0.0, num_heads: int = 1,
+                 num_head_channels: int | None = None,
                  time_embedding: str = "sinusoidal", fourier_scale: float = 16.0, resblock_updown: bool = False,
                  skip_rescale: bool = False, num_groups: int = 32, vector_dim: int | None = None,
                  concat_channels: int = 0, context_dim: int | None = None, transformer_depth: int = 1):
@@ -249,11 +252,14 @@ class UNet(nn.Module):
         res_block = partial(ResBlock, emb_ch=emb_ch, dropout=dropout, num_groups=num_groups,
                             skip_rescale=skip_rescale)
         if context_dim is None:
-            attention = partial(AttentionBlock, num_heads=num_heads, num_groups=num_groups,
-                                skip_rescale=skip_rescale)
+            block = partial(AttentionBlock, num_groups=num_groups, skip_rescale=skip_rescale)
         else:
-            attention = partial(SpatialTransformer, context_dim=context_dim, depth=transformer_depth,
-                                num_heads=num_heads, num_groups=num_groups, skip_rescale=skip_rescale)
+            block = partial(SpatialTransformer, context_dim=context_dim, depth=transformer_depth,
+                            num_groups=num_groups, skip_rescale=skip_rescale)
+
+        def attention(channels: int) -> nn.Module:
+            heads = channels // num_head_channels if num_head_channels else num_heads
+            return block(channels, num_heads=heads)
 
         self.conv_in = nn.Conv2d(in_channels + concat_channels, base_channels, 3, padding=1)
         ch, skip_chs = base_channels, [base_channels]
