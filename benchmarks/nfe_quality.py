@@ -54,7 +54,7 @@ def main() -> None:
     torch.set_flush_denormal(True)
 
     model = model_from_checkpoint(args.ckpt, "ema", "cpu")
-    model.hparams.clip_denoised = args.clip
+    model.clip = args.clip
     judge = Judge(model.run_config["data"], args.epochs)
     print(judge.protocol())
     real_mean, real_std = judge.real_digits(args.n)

@@ -27,7 +27,7 @@ def test_samples_equal_the_pre_refactor_ones(key):
         cfg = compose("config", overrides=[f"experiment={key.removesuffix('_noclip')}", *TINY])
     model = build_model(cfg).eval()
     model.network.load_state_dict(record["network"])
-    model.hparams.clip_denoised = not key.endswith("noclip") and model.hparams.clip_denoised
+    model.clip = not key.endswith("noclip") and model.clip
     result = generate(lambda x, sigma: model.sampling_denoiser(x, sigma, {}), model.process, tuple(record["z"].shape),
                       model.hparams.sampler, generator=torch.Generator().manual_seed(3), noise=record["z"])
     assert result.nfe == record["nfe"]
