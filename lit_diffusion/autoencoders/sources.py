@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from lit_diffusion.autoencoders.networks import CLASS_NAMES, KINDS, build_autoencoder, check_kind, full_config
 from lit_diffusion.errors import UserError
+from lit_diffusion.metrics.features import file_sha256
 
 SOURCE_KEYS = {"ckpt": {"weights"}, "pretrained": {"subfolder", "kind", "revision"}, "compvis": {"kind", "config"}}
 CONFIG_FILE = "config.json"
@@ -82,19 +83,11 @@ def load_first_stage(source: Mapping[str, Any]) -> FirstStageSpec:
 
 
 # --- helpers -------------------------------------------------------------------------------------------
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def sha256_files(paths: list[Path]) -> str:
     """One file's SHA-256, or the SHA-256 of ``name sha256`` lines of several."""
     if len(paths) == 1:
-        return sha256_file(paths[0])
-    lines = "".join(f"{p.name} {sha256_file(p)}\n" for p in paths)
+        return file_sha256(paths[0])
+    lines = "".join(f"{p.name} {file_sha256(p)}\n" for p in paths)
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
@@ -159,7 +152,7 @@ def _from_lit_checkpoint(source: dict) -> FirstStageSpec:
     weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     kind = check_kind(hparams["kind"])
     return FirstStageSpec(kind, full_config(kind, hparams["config"]), weights,
-                          f"lit_diffusion checkpoint {path}", sha256_file(path))
+                          f"lit_diffusion checkpoint {path}", file_sha256(path))
 
 
 # --- diffusers folders and hub ids ---------------------------------------------------------------------
@@ -257,7 +250,7 @@ def _from_compvis(source: dict) -> FirstStageSpec:
         state = state["state_dict"]
     state = {k: v for k, v in state.items() if isinstance(v, Tensor)}
     converted = convert_compvis_state(state, kind, config, str(path))
-    return FirstStageSpec(kind, config, converted, f"CompVis checkpoint {path}", sha256_file(path))
+    return FirstStageSpec(kind, config, converted, f"CompVis checkpoint {path}", file_sha256(path))
 
 
 def convert_compvis_state(state: dict[str, Tensor], kind: str, config: dict, name: str = "checkpoint") -> dict:

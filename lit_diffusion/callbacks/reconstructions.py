@@ -9,10 +9,10 @@ import lightning as L
 import torch
 import torchvision
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor
 
 from lit_diffusion.callbacks.ema import ema_or_live
+from lit_diffusion.callbacks.sample_grid import log_grid
 from lit_diffusion.images import to_grid
 
 GAP = 4  # white columns between the two halves
@@ -75,11 +75,7 @@ class ReconstructionGrid(Callback):
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"{name}.png"
         torchvision.utils.save_image(grid, path)
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("reconstructions", grid, trainer.global_step)
-            elif isinstance(logger, WandbLogger):
-                logger.log_image("reconstructions", [grid], step=trainer.global_step)
+        log_grid(trainer, "reconstructions", grid)
         self.last_path = path
         return path
 

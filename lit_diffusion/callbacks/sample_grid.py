@@ -14,6 +14,15 @@ from lit_diffusion.images import save_grid, to_grid
 from lit_diffusion.models.base import DiffusionModule
 
 
+def log_grid(trainer: L.Trainer, tag: str, grid) -> None:
+    """Send a (C, H, W) grid in [0, 1] to every logger that takes images (TensorBoard, W&B)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(tag, grid, trainer.global_step)
+        elif isinstance(logger, WandbLogger):
+            logger.log_image(tag, [grid], step=trainer.global_step)
+
+
 class SampleGrid(Callback):
     """Write a PNG grid of samples to ``dirpath`` and to every logger that takes images.
 
@@ -50,13 +59,8 @@ class SampleGrid(Callback):
         sampler = dict(self.sampler) if self.sampler else None
         (result,) = draw(model, self.num_samples, sampler=sampler, seed=self.seed, batch_size=self.num_samples,
                          class_labels=self.class_labels, guider=self.guider)
-        grid = to_grid(result.images, self.nrow)
         path = save_grid(result.images, self.dirpath / f"{name}.png", self.nrow)
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("samples", grid, trainer.global_step)
-            elif isinstance(logger, WandbLogger):
-                logger.log_image("samples", [grid], step=trainer.global_step)
+        log_grid(trainer, "samples", to_grid(result.images, self.nrow))
         self.last_path = path
         return path
 

@@ -46,19 +46,9 @@ def low_pass(x: Tensor, factor: int, filter: str = "bicubic") -> Tensor:
     return F.interpolate(down, size=(height, width), mode="bicubic", align_corners=False)
 
 
-def ilvr(
-    denoiser,
-    process: DiffusionProcess,
-    reference: Tensor,
-    sampler: Mapping[str, Any],
-    generator=None,
-    *,
-    factor: int = 4,
-    filter: str = "bicubic",
-    stop_sigma: float = 0.0,
-    noise: Tensor | None = None,
-    callback: StepCallback | None = None,
-) -> SampleResult:
+def ilvr(denoiser, process: DiffusionProcess, reference: Tensor, sampler: Mapping[str, Any], generator=None, *,
+         factor: int = 4, filter: str = "bicubic", stop_sigma: float = 0.0, noise: Tensor | None = None,
+         callback: StepCallback | None = None) -> SampleResult:
     """Sample images whose low frequencies (φ_N, N = ``factor``) follow ``reference`` (B, C, H, W)."""
     low_pass(reference, factor, filter)  # checks factor and filter before sampling
 

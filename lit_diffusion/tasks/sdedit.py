@@ -38,18 +38,9 @@ def sigma_at(process: DiffusionProcess, t0: float) -> float:
     return float(to_sde().sigma(torch.tensor(t0, dtype=torch.float64)))
 
 
-def sdedit(
-    denoiser,
-    process: DiffusionProcess,
-    guide: Tensor,
-    sampler: Mapping[str, Any],
-    generator=None,
-    *,
-    t0: float | None = None,
-    sigma_start: float | None = None,
-    noise: Tensor | None = None,
-    callback: StepCallback | None = None,
-) -> SampleResult:
+def sdedit(denoiser, process: DiffusionProcess, guide: Tensor, sampler: Mapping[str, Any], generator=None, *,
+           t0: float | None = None, sigma_start: float | None = None, noise: Tensor | None = None,
+           callback: StepCallback | None = None) -> SampleResult:
     """Edit ``guide`` (scaled coordinates, e.g. [-1, 1]): noise it to ``t0`` (a fraction of the diffusion
     time, :func:`sigma_at`) or directly to the level ``sigma_start`` and run ``sampler`` from there.
 
