@@ -25,22 +25,11 @@ from PIL import Image
 from torch.utils.data import DistributedSampler, default_collate
 
 from cli import TINY
+from items import Items
 from lit_diffusion.datamodules import EpochShuffleSampler, ImageDataModule, ImageFolderDataModule
 from lit_diffusion.models.base import DiffusionModule, step_seed
 
 TESTS = Path(__file__).parent
-
-
-class Items(ImageDataModule):
-    """``n`` random 4×4 images whose labels are their item numbers."""
-
-    def __init__(self, n: int = 24, **kwargs):
-        super().__init__(image_size=4, channels=1, val_fraction=0.0, **kwargs)
-        self.n = n
-
-    def load_splits(self):
-        images = np.random.default_rng(0).integers(0, 256, (self.n, 4, 4), dtype=np.uint8)
-        return (images, list(range(self.n))), None
 
 
 def as_rank(datamodule: ImageDataModule, world: int, rank: int) -> ImageDataModule:

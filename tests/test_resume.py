@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 
 import lightning
-import numpy as np
 import pytest
 import torch
 
 from cli import TINY, train_tiny
+from items import Items
 from lit_diffusion.callbacks import ResumableCheckpoint
-from lit_diffusion.datamodules import ImageDataModule
 from lit_diffusion.resume import AtomicCheckpointIO, reopen_cut_epoch
 
 STEPS = 6
@@ -137,18 +136,6 @@ def test_auto_resume_needs_the_run_folder(tmp_path):
 # ------------------------------------------------------------------------------- end of fit, in process
 
 
-class Items(ImageDataModule):
-    """``n`` random 4×4 images whose labels are their item numbers."""
-
-    def __init__(self, n: int = 16, **kwargs):
-        super().__init__(image_size=4, channels=1, val_fraction=0.0, **kwargs)
-        self.n = n
-
-    def load_splits(self):
-        images = np.random.default_rng(0).integers(0, 256, (self.n, 4, 4), dtype=np.uint8)
-        return (images, list(range(self.n))), None
-
-
 class Recorder(lightning.LightningModule):
     """Records the labels of each training batch; learns nothing."""
 
@@ -169,7 +156,7 @@ def fit(tmp_path: Path, max_steps: int, checkpoint, ckpt_path=None) -> list[list
     module = Recorder()
     lightning.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, callbacks=[checkpoint],
                       enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-                      ).fit(module, Items(batch_size=2, seed=3, random_flip=True), ckpt_path=ckpt_path)
+                      ).fit(module, Items(n=16, batch_size=2, seed=3, random_flip=True), ckpt_path=ckpt_path)
     return module.labels
 
 
