@@ -3,7 +3,8 @@
 EDM's ``generate.py`` draws every image from its own generator seeded with the image's seed
 (``StackedRandomGenerator``), which makes a run's images independent of the batch size and of which
 images share a batch.  Samplers receive either such a :class:`PerImageGenerator` or one
-``torch.Generator`` for the whole batch (closed-form tests) and draw through :func:`randn_like`.
+``torch.Generator`` for the whole batch (closed-form tests) and draw through :func:`randn_like`; a noise of
+:mod:`lit_diffusion.noise` other than the Gaussian wraps either (AnoDDPM's simplex noise).
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ class PerImageGenerator:
 
 
 def randn(shape: tuple[int, ...], generator, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Standard normal noise of ``shape`` from per-image generators, one batch generator, or the global RNG."""
-    if isinstance(generator, PerImageGenerator):
-        return generator.randn(tuple(shape), device, dtype)
-    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    """Standard normal noise of ``shape`` from one batch generator or the global RNG; any other generator
+    (per-image generators, a noise bound to them by :mod:`lit_diffusion.noise`) draws through its ``randn``."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    return generator.randn(tuple(shape), device, dtype)
 
 
 def randn_like(x: Tensor, generator) -> Tensor:

@@ -33,6 +33,7 @@ from lit_diffusion.errors import UserError
 from lit_diffusion.frozen import Frozen
 from lit_diffusion.guidance import NoGuidance
 from lit_diffusion.latent import FirstStage
+from lit_diffusion.noise import build_noise
 from lit_diffusion.preconditioning import Preconditioning
 from lit_diffusion.processes.base import expand_like
 from lit_diffusion.randomness import PerImageGenerator
@@ -87,6 +88,8 @@ class DiffusionModule(L.LightningModule):
             at the latent shape.
         clip_denoised: clip x̂_0 to the data range [-1, 1] while sampling (DDPM's reference samplers do;
             EDM's do not); never in latent space.
+        noise: the forward noise ε of training and sampling, ``{name: gaussian | simplex, <options>}``
+            (:mod:`lit_diffusion.noise`; AnoDDPM's simplex noise, Wyatt et al. 2022); None: Gaussian.
         lr_warmup_steps: linear learning-rate warm-up (Ho et al. 2020 use 5000 steps).
         seed: base seed; the training randomness of step k is a function of (seed, k) only, which makes
             resuming from a checkpoint bit-exact.
@@ -104,6 +107,7 @@ class DiffusionModule(L.LightningModule):
         conditioner: dict | None = None,
         first_stage: dict | None = None,
         clip_denoised: bool = False,
+        noise: dict | None = None,
         lr_warmup_steps: int = 0,
         seed: int = 0,
         run_config: dict | None = None,
@@ -114,6 +118,7 @@ class DiffusionModule(L.LightningModule):
         self.first_stage = None if first_stage is None else Frozen(FirstStage(image_shape, **first_stage))
         self.sample_shape = tuple(image_shape) if first_stage is None else self.first_stage.module.latent_shape
         self.clip = clip_denoised and first_stage is None
+        self.noise = build_noise(noise)
         self.conditioner = Conditioner(**(conditioner or {}), image_size=self.sample_shape[-1])
         self.network = safe_instantiate(network, **self.conditioner.network_kwargs())
         self.run_config = run_config
@@ -170,7 +175,7 @@ class DiffusionModule(L.LightningModule):
     def noisy(self, x0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(σ, ε, x_0 + σ ε) for a training batch."""
         sigma = self.sample_sigma(x0.shape[0])
-        eps = torch.randn_like(x0)
+        eps = self.noise.sample(x0.shape, None, x0.device, x0.dtype)
         return sigma, eps, x0 + expand_like(sigma, x0) * eps
 
     def loss(self, x0: Tensor, cond: Mapping[str, Tensor] | None = None) -> Tensor:
@@ -259,7 +264,7 @@ class DiffusionModule(L.LightningModule):
         droppable = self.conditioner.droppable
         uncond = self.conditioner(conditions, drop=droppable) if droppable else None
         denoiser = (guider or NoGuidance()).denoiser(self.sampling_denoiser, cond, uncond, conditions)
-        generator = PerImageGenerator(seed, first_index, num_samples, self.device)
+        generator = self.noise.bind(PerImageGenerator(seed, first_index, num_samples, self.device))
         was_training = self.training
         self.eval()
         try:

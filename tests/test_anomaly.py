@@ -1,0 +1,117 @@
+"""Anomaly detection (AnoDDPM): simplex noise statistics and spectrum, partial-diffusion reconstruction against
+the closed form on Gaussian data, synthetic anomalies with exact masks, the metrics, and the entry points."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_tasks import DATA
+
+from lit_diffusion.errors import UserError
+from lit_diffusion.metrics.anomaly import image_metrics, pixel_metrics
+from lit_diffusion.noise import GaussianNoise, SimplexNoise, build_noise
+from lit_diffusion.processes.discrete_vp import DiscreteVP
+from lit_diffusion.randomness import PerImageGenerator, randn
+from lit_diffusion.tasks import anomaly_map, image_scores, reconstruct
+from lit_diffusion.tasks.sdedit import sigma_at
+
+ANODDPM = {"algorithm": "ancestral", "steps": 1000}  # AnoDDPM: every step of the T = 1000 chain from λ down
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------------------------------- simplex noise
+
+
+def radial_power(noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean power spectrum of (B, 1, N, N) fields and each frequency's radius in cycles per pixel."""
+    power = (torch.fft.fft2(noise[:, 0].double()).abs() ** 2).mean(0)
+    f = torch.fft.fftfreq(noise.shape[-1], dtype=torch.float64)
+    return power, (f[:, None] ** 2 + f[None, :] ** 2).sqrt()
+
+
+@pytest.mark.parametrize("scale", [4.0, 8.0, 16.0])
+def test_one_octave_of_simplex_noise_has_its_power_at_the_configured_frequency(scale):
+    noise = SimplexNoise(scale=scale, octaves=1).sample((32, 1, 64, 64), torch.Generator().manual_seed(0), "cpu")
+    flat = noise.flatten(1).double()
+    assert flat.mean(1).abs().max() < 1e-6 and (flat.var(1, correction=0) - 1).abs().max() < 1e-6
+    power, radius = radial_power(noise)
+    band = (radius >= 0.5 / scale) & (radius <= 2 / scale)  # the octave around 1/scale cycles per pixel
+    assert power[band].sum() / power.sum() > 0.85
+    centroid = (power * radius).sum() / power.sum()
+    assert 0.9 < float(centroid * scale) < 1.25  # features of about `scale` pixels
+
+
+def test_more_octaves_and_persistence_move_power_to_higher_frequencies():
+    generator = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    centroids = []
+    for octaves, persistence in ((1, 0.8), (3, 0.5), (3, 0.8), (3, 1.0)):
+        noise = SimplexNoise(16.0, octaves, persistence).sample((16, 1, 64, 64), generator(), "cpu")
+        power, radius = radial_power(noise)
+        centroids.append(float((power * radius).sum() / power.sum()))
+    assert centroids == sorted(centroids) and centroids[-1] > 2 * centroids[0], centroids
+    white_power, _ = radial_power(torch.randn(16, 1, 64, 64, generator=generator()))
+    simplex_power, radius = radial_power(SimplexNoise(16.0, 1).sample((16, 1, 64, 64), generator(), "cpu"))
+    low = radius < 1 / 16
+    assert simplex_power[low].sum() / simplex_power.sum() > 5 * white_power[low].sum() / white_power.sum()
+
+
+def test_simplex_noise_depends_only_on_each_images_stream_and_binds_to_samplers():
+    noise = SimplexNoise(scale=7.0, octaves=3)
+    full = noise.sample((5, 2, 28, 28), PerImageGenerator(0, 0, 5), "cpu")
+    part = noise.sample((2, 2, 28, 28), PerImageGenerator(0, 3, 2), "cpu")
+    assert torch.equal(full[3:], part)
+    assert not torch.allclose(full[:, 0], full[:, 1])  # channels are independent fields
+    bound = noise.bind(PerImageGenerator(0, 0, 5))
+    assert torch.equal(randn((5, 2, 28, 28), bound, torch.device("cpu")), full)
+    gaussian = PerImageGenerator(0, 0, 5)
+    assert GaussianNoise().bind(gaussian) is gaussian
+    assert build_noise({"name": "simplex", "scale": 7.0, "octaves": 3}).spec() == noise.spec()
+    with pytest.raises(UserError, match="unknown noise"):
+        build_noise({"name": "perlin"})
+    with pytest.raises(UserError, match="octaves"):
+        SimplexNoise(octaves=0)
+
+
+# ------------------------------------------------------------------------------- reconstruction (closed form)
+
+
+def reconstruction_error_cov(sigma: float) -> torch.Tensor:
+    """Cov(x̂ − x) for x ~ N(μ, Σ), x̂ an exact posterior sample given x + σε: (I − G)Σ(I − G)ᵀ + σ²GGᵀ +
+    (Σ − GΣ) with G = Σ(Σ + σ²I)⁻¹, which simplifies to 2σ²Σ(Σ + σ²I)⁻¹."""
+    return 2 * sigma**2 * DATA.cov @ torch.linalg.inv(DATA.cov + sigma**2 * torch.eye(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("t0", [0.1, 0.3])
+def test_partial_diffusion_reconstruction_error_has_the_closed_form_distribution(t0):
+    process = DiscreteVP(1000)
+    x = DATA.sample(20000, torch.Generator().manual_seed(1))
+    result = reconstruct(DATA.denoiser, process, x, ANODDPM, torch.Generator().manual_seed(0), t0=t0)
+    assert result.nfe == round(t0 * 1000)  # λ = t0 T steps back, AnoDDPM's forward_backward
+    error = (result.images - x).double()
+    expected = reconstruction_error_cov(sigma_at(process, t0))
+    assert error.mean(0).abs().max() < 0.02
+    assert (torch.cov(error.T) - expected).abs().max() < 0.02
+
+
+def test_small_lambda_returns_the_input_and_scores_grow_with_an_injected_deviation():
+    process = DiscreteVP(1000)
+    x = DATA.sample(2000, torch.Generator().manual_seed(2))
+    tiny = reconstruct(DATA.denoiser, process, x, ANODDPM, torch.Generator().manual_seed(0), t0=0.001)
+    assert tiny.nfe == 1 and (tiny.images - x).pow(2).mean().sqrt() < 1.5 * sigma_at(process, 0.001)  # σ ≈ 0.01
+    direction = torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64) / 3**0.5
+    scores = []
+    for size in (0.0, 1.0, 2.0, 4.0):
+        shifted = x + size * direction
+        out = reconstruct(DATA.denoiser, process, shifted, ANODDPM, torch.Generator().manual_seed(0), t0=0.3)
+        scores.append(image_scores(anomaly_map(shifted.view(-1, 3, 1, 1), out.images.view(-1, 3, 1, 1))))
+    means = [float(s.mean()) for s in scores]
+    assert means == sorted(means) and means[-1] > 2 * means[0], means
+    targets = torch.cat([torch.zeros(2000), torch.ones(2000)])
+    assert image_metrics(torch.cat([scores[0], scores[-1]]), targets)["image_auroc"] > 0.99
