@@ -163,7 +163,11 @@ def _from_diffusers(source: dict) -> FirstStageSpec:
     if local.exists():
         folder, where = local / subfolder, f"diffusers folder {local / subfolder}"
     elif HUB_ID.match(name) and not name.startswith((".", "~")):
-        folder, where = _download(name, subfolder, source.get("revision")), f"hub model {name}"
+        prefix = f"{subfolder.strip('/')}/" if subfolder else ""
+        patterns = [f"{prefix}{CONFIG_FILE}", *(f"{prefix}{f}" for f in WEIGHT_FILES)]
+        root = hub_snapshot(name, patterns, source.get("revision"),
+                            f"pretrained=/path/to/folder{f' subfolder={subfolder}' if subfolder else ''}")
+        folder, where = root / subfolder, f"hub model {name}"
         where += f" (subfolder {subfolder})" if subfolder else ""
     else:
         raise UserError(f"pretrained={name} is neither an existing folder nor a hub id like owner/name")
@@ -210,28 +214,26 @@ def _known_config(kind: str, raw: dict, path: Path) -> dict:
     return full_config(kind, {k: v for k, v in config.items() if k in known})
 
 
-def _download(repo_id: str, subfolder: str, revision: str | None) -> Path:
-    """The local snapshot of a hub repository's config and weights (the hub cache; no token needed)."""
+def hub_snapshot(repo_id: str, allow_patterns: list[str], revision: str | None, local_hint: str) -> Path:
+    """The local snapshot of the files of a hub repository matching ``allow_patterns`` (the hub cache; no token
+    needed).  Without network or cache: one UserError that says to download elsewhere and pass
+    ``local_hint`` (the option naming a local folder)."""
     try:
         from huggingface_hub import snapshot_download
     except ImportError:  # pragma: no cover - diffusers depends on it
-        raise UserError("pretrained=<hub id> needs huggingface_hub: pip install huggingface_hub") from None
-    prefix = f"{subfolder.strip('/')}/" if subfolder else ""
+        raise UserError(f"{repo_id}: hub ids need huggingface_hub: pip install huggingface_hub") from None
     try:
-        root = snapshot_download(repo_id, revision=revision,
-                                 allow_patterns=[f"{prefix}{CONFIG_FILE}", *(f"{prefix}{f}" for f in WEIGHT_FILES)])
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=allow_patterns))
     except Exception as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
         name = type(err).__name__
         if name in ("RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError", "HFValidationError"):
-            raise UserError(f"pretrained={repo_id}: the hub refused it ({name}: {reason}); check the id, the "
-                            "revision, or log in (hf auth login) for a gated model") from None
+            raise UserError(f"{repo_id}: the hub refused it ({name}: {reason}); check the id, the revision, or "
+                            "log in (hf auth login) for a gated model") from None
         raise UserError(
-            f"pretrained={repo_id} is a Hugging Face hub id, and it is not in the local hub cache and could not be "
-            f"downloaded ({name}: {reason}). Without network access, download it elsewhere "
-            f"(hf download {repo_id}) and pass the folder: pretrained=/path/to/folder"
-            + (f" subfolder={subfolder}" if subfolder else "")) from None
-    return Path(root) / subfolder
+            f"{repo_id} is a Hugging Face hub id, and it is not in the local hub cache and could not be downloaded "
+            f"({name}: {reason}). Without network access, download it elsewhere (hf download {repo_id}) and pass "
+            f"the folder: {local_hint}") from None
 
 
 # --- CompVis / LDM checkpoints -------------------------------------------------------------------------
