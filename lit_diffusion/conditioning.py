@@ -9,7 +9,7 @@ guidance trains the unconditional model this way, Ho & Salimans 2021 Alg. 1), an
 * ``concat``   (B, C, H, W): concatenated to the input channels (SR3's low-resolution image, Palette's source
   image, an inpainting mask), resized to the data size;
 * ``crossattn`` (B, L, D) with a padding mask (B, L): attended to by the UNet's transformer blocks (LDM's
-  text conditioning; the token embeddings come from a text encoder, its own issue).
+  text conditioning: :class:`~lit_diffusion.text.TextEmbedder` encodes captions and returns its own mask).
 
 Several embedders on one route are concatenated (vectors and channels along dim 1, token sequences along
 the sequence dim).  The conditioner's trainable embedders (the class table) are trained and averaged with
@@ -18,7 +18,7 @@ the network; frozen ones (pretrained encoders) are wrapped in :class:`~lit_diffu
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +36,9 @@ class Embedder(nn.Module):
     """One named condition: reads ``batch[input_key]``, embeds it for ``route``, dropped with ``dropout``.
 
     Subclasses set :attr:`route` and :attr:`dim` (vector/context width, or concat channels) and implement
-    :meth:`forward`, which embeds the condition with the samples of ``drop`` replaced by the null condition.
+    :meth:`forward`, which embeds the condition with the samples of ``drop`` replaced by the null condition (a
+    ``crossattn`` embedder may return its tokens with their padding mask).  A condition is a tensor, or a list
+    (captions) whose length is the batch size.
     """
 
     route: str
@@ -50,6 +52,14 @@ class Embedder(nn.Module):
 
     def forward(self, value: Tensor, drop: Tensor, image_size: int) -> Tensor | tuple[Tensor, Tensor]:
         raise NotImplementedError
+
+    def fit(self, captions: Callable[[], Sequence[str] | None], broadcast: Callable | None = None) -> None:
+        """Fit what the embedder learns from the training data before training (nothing by default); ``captions()``
+        gives the training captions, ``broadcast(obj)`` rank 0's object in every process."""
+
+    def spec(self, config: dict) -> dict:
+        """The config that rebuilds this embedder from a checkpoint (by default the one it was built from)."""
+        return config
 
 
 class ClassEmbedder(Embedder):
@@ -131,6 +141,11 @@ class Conditioner(nn.Module):
         self.route_dims = dims
 
     @property
+    def device(self) -> torch.device:
+        """Where the embedders' weights are (conditions that are not tensors, such as captions, go there)."""
+        return next(self.parameters(), torch.empty(0)).device
+
+    @property
     def input_keys(self) -> list[str]:
         return [e.input_key for e in self.embedders.values()]
 
@@ -138,6 +153,16 @@ class Conditioner(nn.Module):
     def droppable(self) -> list[str]:
         """Names of the embedders trained with dropout: what guidance can drop to form the unconditional model."""
         return [name for name, e in self.embedders.items() if e.dropout > 0]
+
+    def fit(self, captions: Callable[[], Sequence[str] | None], broadcast: Callable | None = None) -> None:
+        """Fit every embedder to the training data (see :meth:`Embedder.fit`)."""
+        for embedder in self.embedders.values():
+            embedder.fit(captions, broadcast)
+
+    def spec(self, config: Mapping) -> dict:
+        """The conditioner config ``config`` with each embedder's config as it rebuilds from a checkpoint."""
+        embedders = config.get("embedders") or {}
+        return {**config, "embedders": {name: self.embedders[name].spec(c) for name, c in embedders.items()}}
 
     def network_kwargs(self) -> dict[str, int]:
         """The network constructor arguments that open the routes this conditioner feeds."""
@@ -149,27 +174,31 @@ class Conditioner(nn.Module):
         sample; ``drop``: names of embedders replaced by their null condition for every sample."""
         if not self.embedders:
             return {}
-        batch = None
         parts: dict[str, list[Tensor]] = {}
         masks: list[Tensor] = []
         for name, embedder in self.embedders.items():
             if embedder.input_key not in inputs:
                 raise UserError(f"the model is conditioned on '{embedder.input_key}' (conditioner embedder "
-                                f"'{name}'), but the batch has only {sorted(inputs)}; pass it (for class labels: "
-                                "class_labels=[...]) or use an unconditional model")
+                                f"'{name}'), but the batch has only {sorted(inputs)}; pass it (class labels: "
+                                "class_labels=[...], captions: prompt=\"...\" or prompts=FILE) or use an "
+                                "unconditional model")
             value = inputs[embedder.input_key]
-            batch = value.shape[0]
+            batch, device = len(value), value.device if isinstance(value, Tensor) else self.device
             if name in drop:
-                dropped = torch.ones(batch, dtype=torch.bool, device=value.device)
+                dropped = torch.ones(batch, dtype=torch.bool, device=device)
             elif train_dropout and embedder.dropout > 0:
-                dropped = torch.rand(batch, device=value.device) < embedder.dropout
+                dropped = torch.rand(batch, device=device) < embedder.dropout
             else:
-                dropped = torch.zeros(batch, dtype=torch.bool, device=value.device)
-            parts.setdefault(embedder.route, []).append(embedder(value, dropped, self.image_size))
-            if embedder.route == "crossattn":
+                dropped = torch.zeros(batch, dtype=torch.bool, device=device)
+            embedded = embedder(value, dropped, self.image_size)
+            if isinstance(embedded, tuple):  # tokens with their own padding mask
+                embedded, mask = embedded
+                masks.append(mask)
+            elif embedder.route == "crossattn":
                 mask_key = getattr(embedder, "mask_key", None)
                 masks.append(inputs[mask_key].bool() if mask_key else
                              torch.ones(value.shape[:2], dtype=torch.bool, device=value.device))
+            parts.setdefault(embedder.route, []).append(embedded)
         out = {route: torch.cat(tensors, dim=1) for route, tensors in parts.items()}
         if masks:
             out["crossattn_mask"] = torch.cat(masks, dim=1)

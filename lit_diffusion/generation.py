@@ -1,20 +1,23 @@
 """Drawing many images from a model, the same way everywhere (``sample``, ``evaluate``, sample grids, the
-evaluation callback): per-image seeds, class labels cycled over the images, a guider chosen by config.
+evaluation callback): per-image seeds, class labels or prompts over the images, a guider chosen by config.
 
 Image i of a run depends only on (seed, i), so ``batch_size`` never changes the images (EDM's
 ``generate.py``).  Class labels feed the batch key ``label`` (the default input of
-:class:`~lit_diffusion.conditioning.ClassEmbedder` and of classifier guidance).
+:class:`~lit_diffusion.conditioning.ClassEmbedder` and of classifier guidance), prompts the key ``caption``
+(:class:`~lit_diffusion.text.TextEmbedder`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from lit_diffusion.checkpoint import model_from_checkpoint
 from lit_diffusion.conditioning import ClassEmbedder
+from lit_diffusion.datamodules.captions import CAPTION_KEY
 from lit_diffusion.errors import UserError
 from lit_diffusion.guidance import ClassifierFree, ClassifierGuidance, NoGuidance
 from lit_diffusion.sampling import SampleResult
@@ -63,9 +66,36 @@ def cycled_labels(class_labels: Sequence[int], first: int, count: int, device) -
     return labels[torch.arange(first, first + count, device=device) % len(labels)]
 
 
+def read_prompts(prompt: str | None = None, prompts: str | Sequence[str] | None = None) -> list[str] | None:
+    """The prompts of the entry points: ``prompt="…"``, or ``prompts=FILE`` (one per line, blank lines skipped) or a
+    list; None when neither is given."""
+    if prompt is not None and prompts is not None:
+        raise UserError("give prompt=\"...\" or prompts=FILE, not both")
+    if prompt is not None:
+        return [str(prompt)]
+    if prompts is None:
+        return None
+    if isinstance(prompts, str):
+        path = Path(prompts)
+        if not path.is_file():
+            raise UserError(f"prompts={prompts}: no such file ({path.absolute()}); give a text file with one prompt "
+                            "per line, a list prompts='[\"a\",\"b\"]', or prompt=\"...\"")
+        prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise UserError("the prompt list is empty")
+    return [str(p) for p in prompts]
+
+
+def cycled_prompts(prompts: Sequence[str], first: int, count: int, per_prompt: int = 1) -> list[str]:
+    """Prompts of images ``first … first + count − 1``: each prompt for ``per_prompt`` consecutive images, cycled
+    (``per_prompt`` = a grid's columns puts one prompt per row)."""
+    return [prompts[(i // per_prompt) % len(prompts)] for i in range(first, first + count)]
+
+
 def draw(model, n: int, *, sampler: dict | None, seed: int, batch_size: int,
-         class_labels: Sequence[int] | None = None, guider: Any = None, callback=None) -> Iterator[SampleResult]:
-    """Images 0 … n − 1 of run ``seed``, ``batch_size`` at a time."""
+         class_labels: Sequence[int] | None = None, prompts: Sequence[str] | None = None, per_prompt: int = 1,
+         guider: Any = None, callback=None) -> Iterator[SampleResult]:
+    """Images 0 … n − 1 of run ``seed``, ``batch_size`` at a time (prompts: see :func:`cycled_prompts`)."""
     if n < 1 or batch_size < 1:
         raise UserError(f"n={n} and batch_size={batch_size} must both be positive")
     for first in range(0, n, batch_size):
@@ -73,4 +103,6 @@ def draw(model, n: int, *, sampler: dict | None, seed: int, batch_size: int,
         conditions = {}
         if class_labels is not None:
             conditions["label"] = cycled_labels(class_labels, first, size, model.device)
+        if prompts is not None:
+            conditions[CAPTION_KEY] = cycled_prompts(prompts, first, size, per_prompt)
         yield model.sample(size, sampler, seed, conditions, guider, first_index=first, callback=callback)

@@ -43,17 +43,19 @@ class Evaluation(Callback):
         split, ref_n: reference dataset split of the run's data config and its number of images (None: all).
         extractor, extractor_options: feature extractor name in :data:`lit_diffusion.metrics.EXTRACTORS`.
         use_ema: sample from the EMA weights when an :class:`EMA` callback is present.
+        prompts: text-to-image models: prompts cycled over the samples.
         best_checkpoint: when set, keep the checkpoint with the lowest FID at this path.
     """
 
     def __init__(self, every_n_steps: int = 10000, num_samples: int = 1000, sampler: dict | None = None,
                  seed: int = 0, metrics: list[str] = ("fid", "kid"), split: str = "val", ref_n: int | None = None,
                  extractor: str = "inception", extractor_options: dict | None = None, use_ema: bool = True,
-                 batch_size: int = 250, best_checkpoint: str | None = None):
+                 batch_size: int = 250, best_checkpoint: str | None = None, prompts: list[str] | None = None):
         self.every_n_steps, self.num_samples, self.sampler, self.seed = every_n_steps, num_samples, sampler, seed
         self.metrics, self.split, self.ref_n = list(metrics), split, ref_n
         self.extractor_name, self.extractor_options = extractor, dict(extractor_options or {})
         self.use_ema, self.batch_size = use_ema, batch_size
+        self.prompts = None if prompts is None else list(prompts)
         self.best_checkpoint = None if best_checkpoint is None else Path(best_checkpoint)
         self.best_fid = float("inf")
         self.seconds = 0.0
@@ -79,7 +81,8 @@ class Evaluation(Callback):
         model = ema_or_live(trainer, pl_module, self.use_ema)
         sampler = resolve_sampler(model.hparams.sampler, self.sampler) if self.sampler else None
         batches = (to_uint8(result.images) for result in draw(model, self.num_samples, sampler=sampler, seed=self.seed,
-                                                              batch_size=self.batch_size, class_labels=model_classes(model)))
+                                                              batch_size=self.batch_size, class_labels=model_classes(model),
+                                                              prompts=self.prompts))
         fake, logits = extract(self._extractor, batches, pl_module.device)
         values, _ = feature_metrics(self.metrics, fake, self._reference.features, logits,
                                     kid_subset_size=min(1000, self.num_samples))

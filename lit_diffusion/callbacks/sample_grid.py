@@ -34,13 +34,15 @@ class SampleGrid(Callback):
         sampler: sampler config (default: the model's).
         use_ema: sample from the EMA weights when an :class:`EMA` callback is present.
         class_labels: labels cycled over the grid (class-conditional or classifier-guided models).
+        prompts: text-to-image: a fixed prompt list, one prompt per row of ``nrow`` images (``num_samples`` =
+            ``nrow`` × the number of prompts shows each once).
         guider: ``{name: none | cfg | classifier, scale: …}`` (:func:`lit_diffusion.generation.build_guider`);
             None: the model's own (a classifier run guides with the classifier being trained).
     """
 
     def __init__(self, dirpath: str, every_n_steps: int = 500, num_samples: int = 64, nrow: int = 8,
                  seed: int = 0, sampler: dict | None = None, use_ema: bool = True,
-                 class_labels: list[int] | None = None, guider: dict | None = None):
+                 class_labels: list[int] | None = None, prompts: list[str] | None = None, guider: dict | None = None):
         self.dirpath = Path(dirpath)
         self.every_n_steps = every_n_steps
         self.num_samples = num_samples
@@ -49,6 +51,7 @@ class SampleGrid(Callback):
         self.sampler = sampler
         self.use_ema = use_ema
         self.class_labels = class_labels
+        self.prompts = None if prompts is None else list(prompts)
         self.guider = None if guider is None else build_guider(guider)
         self.last_path: Path | None = None
 
@@ -58,7 +61,7 @@ class SampleGrid(Callback):
         model = ema_or_live(trainer, pl_module, self.use_ema)
         sampler = dict(self.sampler) if self.sampler else None
         (result,) = draw(model, self.num_samples, sampler=sampler, seed=self.seed, batch_size=self.num_samples,
-                         class_labels=self.class_labels, guider=self.guider)
+                         class_labels=self.class_labels, prompts=self.prompts, per_prompt=self.nrow, guider=self.guider)
         path = save_grid(result.images, self.dirpath / f"{name}.png", self.nrow)
         log_grid(trainer, "samples", to_grid(result.images, self.nrow))
         self.last_path = path

@@ -29,6 +29,7 @@ import lit_diffusion
 from lit_diffusion.checkpoint import CHECKPOINT_KEY
 from lit_diffusion.conditioning import Conditioner
 from lit_diffusion.config import safe_instantiate
+from lit_diffusion.datamodules.captions import training_captions
 from lit_diffusion.errors import UserError
 from lit_diffusion.frozen import Frozen
 from lit_diffusion.guidance import NoGuidance
@@ -191,6 +192,13 @@ class DiffusionModule(L.LightningModule):
         weight = self.loss_weight(sigma)
         return (err * (weight.to(err.dtype) if isinstance(weight, Tensor) else weight)).mean()
 
+    def setup(self, stage: str) -> None:
+        """Before training, fit what is fitted to the training data: a trained text encoder's tokenizer, on the
+        training captions (rank 0's fit in every process)."""
+        if stage == "fit":
+            self.conditioner.fit(lambda: training_captions(self.trainer.datamodule),
+                                 lambda obj: self.trainer.strategy.broadcast(obj, src=0))
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         torch.manual_seed(step_seed(self.hparams.seed, self.global_step, self.global_rank))
         if self.first_stage is not None:  # scale_by_std: once, at the first step, rank 0's value everywhere
@@ -280,6 +288,8 @@ class DiffusionModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.first_stage is not None:  # rebuilt from its config; weights come with the state dict
             checkpoint["hyper_parameters"]["first_stage"] = self.first_stage.module.spec
+        if self.hparams.get("conditioner"):  # a pretrained text encoder, likewise
+            checkpoint["hyper_parameters"]["conditioner"] = self.conditioner.spec(self.hparams.conditioner)
         cls = type(self)
         checkpoint[CHECKPOINT_KEY] = {
             "version": lit_diffusion.__version__,
