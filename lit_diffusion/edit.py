@@ -100,12 +100,19 @@ def masked_metrics(output: Tensor, target: Tensor, mask: Tensor) -> dict:
             "missing_fraction": missing.flatten(1).mean(1).mean().item(), "known_max_abs_error": known_error}
 
 
-def run_batches(cfg: DictConfig, model, dataset, run) -> dict[str, Any]:
-    """Apply ``run(batch, generator, first)`` to items first … first + n − 1; concatenates what it returns."""
-    items = range(cfg.first, cfg.first + cfg.n)
-    if cfg.first < 0 or items.stop > len(dataset):
-        raise UserError(f"first={cfg.first} and n={cfg.n} ask for items up to {items.stop - 1}, but the {cfg.split} "
+def first_items(cfg: DictConfig, dataset) -> range:
+    """Items first … first + n − 1 of the split (all from ``first`` on when n is null)."""
+    stop = len(dataset) if cfg.n is None else cfg.first + cfg.n
+    if cfg.first < 0 or stop > len(dataset) or stop <= cfg.first:
+        raise UserError(f"first={cfg.first} and n={cfg.n} ask for items {cfg.first} … {stop - 1}, but the {cfg.split} "
                         f"split has {len(dataset)} images")
+    return range(cfg.first, stop)
+
+
+def run_batches(cfg: DictConfig, model, dataset, run, items=None) -> dict[str, Any]:
+    """Apply ``run(batch, generator, first)`` to ``items`` (default :func:`first_items`), image i of them drawing
+    from the stream (seed, first + i); concatenates what it returns."""
+    items = first_items(cfg, dataset) if items is None else items
     parts: dict[str, list] = {}
     nfe = None
     done = cfg.first
@@ -118,7 +125,7 @@ def run_batches(cfg: DictConfig, model, dataset, run) -> dict[str, Any]:
         for key, value in out.items():
             parts.setdefault(key, []).append(value.detach().cpu())
         done += size
-        print(f"{cfg.task.name}: {done - cfg.first}/{cfg.n} images")
+        print(f"{cfg.task.name}: {done - cfg.first}/{len(items)} images")
     return {**{k: torch.cat(v) for k, v in parts.items()}, "nfe": nfe}
 
 

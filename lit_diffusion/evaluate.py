@@ -4,6 +4,7 @@ with the protocol written next to every number.
     python -m lit_diffusion.evaluate ckpt=PATH metrics=[fid,kid,is,pr,bpd] n=50000 sampler=ddim sampler.steps=50 seed=0
     python -m lit_diffusion.evaluate ckpt=PATH seeds=[0,1,2]          # mean ± std and min over seeds (as EDM)
     python -m lit_diffusion.evaluate fake=DIR real=DIR                # two folders (e.g. another framework's samples)
+    python -m lit_diffusion.evaluate task=anomaly ckpt=PATH normal_classes=[3] out=DIR   # AnoDDPM (lit_diffusion.anomaly)
 
 Generated images are quantised to uint8 like saved PNGs; reference features of a dataset split are cached
 (:mod:`lit_diffusion.metrics.reference`).  The result JSON records n, the reference id and source, sampler,
@@ -15,10 +16,8 @@ from __future__ import annotations
 
 import csv
 import datetime
-import importlib.metadata
 import json
 import math
-import platform
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from lit_diffusion.anomaly import anomaly_detection
 from lit_diffusion.checkpoint import model_from_checkpoint, resolve_device
 from lit_diffusion.cli import entry_point
 from lit_diffusion.config import to_plain
@@ -37,9 +37,9 @@ from lit_diffusion.likelihood import bits_per_dim
 from lit_diffusion.metrics import build_extractor, dataset_reference, extract, feature_metrics
 from lit_diffusion.metrics.features import file_sha256
 from lit_diffusion.metrics.images import dataset_split, folder_images
+from lit_diffusion.provenance import versions
 from lit_diffusion.sampling import resolve_sampler
 
-LIBRARIES = ("lit_diffusion", "torch", "torchvision", "torch-fidelity", "lightning", "numpy", "scipy")
 SUMMARY_KEYS = ("fid", "kid_mean", "is_mean", "precision", "recall")
 
 
@@ -48,16 +48,6 @@ def sampled_uint8(results, nfe: list):
     for result in results:
         nfe[:] = [result.nfe]
         yield to_uint8(result.images)
-
-
-def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def data_config(cfg: DictConfig, model) -> dict | None:
@@ -77,7 +67,16 @@ def bits_per_dim_of(model, data_cfg: dict, count: int, seed: int) -> dict:
             "bpd_protocol": "PF-ODE likelihood, RK45 rtol=atol=1e-5, Rademacher trace, uniform dequantisation, val split"}
 
 
+TASKS = {"anomaly": anomaly_detection}
+"""Task evaluations with their own metrics and protocol (``task=NAME``), instead of sample quality."""
+
+
 def evaluate(cfg: DictConfig) -> dict:
+    task = (cfg.get("task") or {}).get("name")
+    if task is not None:
+        if task not in TASKS:
+            raise UserError(f"evaluate has no task '{task}': choose task={' | '.join(TASKS)} (or none: sample quality)")
+        return TASKS[task](cfg)
     start = time.perf_counter()
     metrics = list(cfg.metrics)
     if (cfg.ckpt is None) == (cfg.fake is None):

@@ -3,11 +3,19 @@ the closed form on Gaussian data, synthetic anomalies with exact masks, the metr
 
 from __future__ import annotations
 
+import csv
+import json
+
+import numpy as np
 import pytest
 import torch
+from cli import run_cli, train_tiny
+from hydra import compose, initialize_config_module
 from test_tasks import DATA
 
+from lit_diffusion.anomaly import anomaly_detection
 from lit_diffusion.errors import UserError
+from lit_diffusion.evaluate import evaluate
 from lit_diffusion.metrics.anomaly import image_metrics, pixel_metrics
 from lit_diffusion.noise import GaussianNoise, SimplexNoise, build_noise
 from lit_diffusion.processes.discrete_vp import DiscreteVP
@@ -115,3 +123,58 @@ def test_small_lambda_returns_the_input_and_scores_grow_with_an_injected_deviati
     assert means == sorted(means) and means[-1] > 2 * means[0], means
     targets = torch.cat([torch.zeros(2000), torch.ones(2000)])
     assert image_metrics(torch.cat([scores[0], scores[-1]]), targets)["image_auroc"] > 0.99
+
+
+# ------------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def simplex_checkpoint(tmp_path_factory):
+    """A tiny DDPM trained two steps with AnoDDPM's simplex noise (scaled to 28 px) through the real entry point."""
+    run_dir = tmp_path_factory.mktemp("anoddpm") / "run"
+    train_tiny(run_dir, "trainer.max_steps=2", "logger=none", "callbacks.evaluation=null",
+               "+model.noise={name: simplex, scale: 7.0, octaves: 3}")
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+def composed(config: str, *overrides: str):
+    with initialize_config_module("lit_diffusion.configs", version_base="1.3"):
+        return compose(config, overrides=list(overrides))
+
+
+def test_anomaly_entry_one_class_and_synthetic_end_to_end(simplex_checkpoint, tmp_path):
+    common = [f"ckpt={simplex_checkpoint}", "sampler=ancestral", "sampler.steps=20", "lambda=0.3", "n=12"]
+    run_cli("lit_diffusion.anomaly", *common, "normal_classes=[1]", "batch_size=8", f"out={tmp_path / 'a'}",
+            cwd=tmp_path)
+    result = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert result["noise"] == result["training_noise"] == {"name": "simplex", "scale": 7.0, "octaves": 3,
+                                                           "persistence": 0.8}
+    assert result["nfe"] == result["steps_taken"] == 6 and result["protocol"]["normal_classes"] == [1]
+    assert {"image_auroc", "image_auprc"} <= set(result["metrics"]) and result["n_images"] == 12
+    with (tmp_path / "a" / "scores.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert [int(r["target"]) for r in rows] == [int(r["label"] != "1") for r in rows]
+    maps = np.load(tmp_path / "a" / "maps.npz")
+    assert maps["maps"].shape == (12, 1, 28, 28) and np.allclose(maps["scores"], [float(r["score"]) for r in rows])
+    # the same through evaluate, another batch size: image i depends only on (seed, i)
+    evaluate(composed("evaluate", "task=anomaly", *common, "normal_classes=[1]", "batch_size=5",
+                      f"out={tmp_path / 'b'}"))
+    assert np.array_equal(maps["scores"], np.load(tmp_path / "b" / "maps.npz")["scores"])
+    result = anomaly_detection(composed("anomaly", *common, "synthetic=mixed", "noise=gaussian", "error=abs",
+                                        "aggregate=top", f"out={tmp_path / 'c'}"))
+    assert result["noise"] == {"name": "gaussian"} and result["n_images"] == 24
+    assert {"pixel_auroc", "pixel_auprc", "dice", "iou"} <= set(result["metrics"])
+    assert all((tmp_path / "c" / f"{name}.png").is_file() for name in ("input", "reconstruction", "map", "mask"))
+
+
+def test_anomaly_entry_bad_input_is_one_user_error(simplex_checkpoint, tmp_path):
+    for overrides, message in ((["synthetic=mixed", "normal_classes=[1]"], "choose one ground truth"),
+                               (["error=cube"], "error must be one of"),
+                               (["synthetic=scratch"], "SyntheticAnomaly kind"),
+                               (["lambda=null"], "exactly one of lambda")):
+        with pytest.raises(Exception) as error:  # Hydra wraps errors of constructors (the entry point unwraps them)
+            anomaly_detection(composed("anomaly", f"ckpt={simplex_checkpoint}", *overrides, f"out={tmp_path}"))
+        cause = error.value if isinstance(error.value, UserError) else error.value.__cause__
+        assert isinstance(cause, UserError) and message in str(cause)
+    with pytest.raises(UserError, match="evaluate has no task 'repaint'"):
+        evaluate(composed("evaluate", "task=repaint", f"ckpt={simplex_checkpoint}"))
