@@ -94,3 +94,26 @@ def test_first_stage_needs_one_scale_rule_and_a_source(folder):
         DDPM(**common, first_stage={"source": {"pretrained": str(folder)}, "scale_factor": 0.5, "scale_by_std": True})
     with pytest.raises(UserError, match="needs a source"):
         DDPM(**common, first_stage={"scale_factor": 1.0})
+
+
+class EightByEight(L.LightningDataModule):
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader([{"image": x} for x in images(32)], batch_size=8)
+
+
+def test_cached_latents_train_as_encoded_ones_with_one_encoder_pass(folder, tmp_path):
+    """cache_latents: the encoder runs once over the training images before step 0 (one batch of 32 here),
+    never in training steps, and training matches the uncached run (the same posterior draws)."""
+    weights, calls = {}, {}
+    for cache in (False, True):
+        torch.manual_seed(0)
+        model = latent_ddpm(folder, scale_factor=0.5, cache_latents=cache)
+        counter = []
+        model.first_stage.module.autoencoder.encoder.register_forward_hook(lambda *_: counter.append(1))
+        trainer = L.Trainer(max_steps=4, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                            enable_checkpointing=False, default_root_dir=tmp_path)
+        trainer.fit(model, datamodule=EightByEight())
+        weights[cache], calls[cache] = model.network.state_dict(), len(counter)
+    assert calls == {False: 4, True: 1}
+    for name, value in weights[False].items():
+        torch.testing.assert_close(weights[True][name], value, atol=1e-5, rtol=1e-4)

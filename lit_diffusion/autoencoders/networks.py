@@ -131,14 +131,28 @@ def latent_shape(kind: str, config: Mapping[str, Any], image_shape) -> tuple[int
 
 
 def encode(autoencoder: nn.Module, x: Tensor, sample: bool = True) -> Tensor:
-    """Latents of images x in [-1, 1].
+    """Latents of images x in [-1, 1]: :func:`latent_from_moments` of :func:`encode_moments`."""
+    return latent_from_moments(kind_of(autoencoder), encode_moments(autoencoder, x), sample)
 
-    KL: a draw from the posterior N(μ, σ²) (torch's global RNG, which the trainer seeds per step), or its mode μ
-    when ``sample=False``.  VQ: the latent *before* quantization (as LDM does); :func:`decode` quantizes."""
+
+def encode_moments(autoencoder: nn.Module, x: Tensor) -> Tensor:
+    """The deterministic part of encoding images x in [-1, 1]: KL: the posterior's (μ, log σ²) stacked on the
+    channel axis; VQ: the latent *before* quantization (as LDM does; :func:`decode` quantizes)."""
     if kind_of(autoencoder) == "kl":
-        posterior = autoencoder.encode(x).latent_dist
-        return posterior.sample() if sample else posterior.mode()
+        return autoencoder.encode(x).latent_dist.parameters
     return autoencoder.encode(x).latents
+
+
+def latent_from_moments(kind: str, moments: Tensor, sample: bool = True) -> Tensor:
+    """KL: a draw from the posterior N(μ, σ²) (torch's global RNG, which the trainer seeds per step), or its mode
+    μ when ``sample=False``; VQ: the moments are the latent."""
+    if kind == "vq":
+        return moments
+    mean, logvar = moments.chunk(2, dim=1)
+    if not sample:
+        return mean
+    std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))  # diffusers' DiagonalGaussianDistribution
+    return mean + std * torch.randn(mean.shape, dtype=mean.dtype, device=mean.device)
 
 
 def decode(autoencoder: nn.Module, z: Tensor) -> Tensor:

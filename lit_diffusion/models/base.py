@@ -199,6 +199,11 @@ class DiffusionModule(L.LightningModule):
             self.conditioner.fit(lambda: training_captions(self.trainer.datamodule),
                                  lambda obj: self.trainer.strategy.broadcast(obj, src=0))
 
+    def on_fit_start(self) -> None:
+        """``first_stage.cache_latents``: encode the training views once (each process its own copy)."""
+        if self.first_stage is not None and self.trainer.datamodule is not None:
+            self.first_stage.module.fill_cache(self.trainer.datamodule.train_dataloader().dataset)
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         torch.manual_seed(step_seed(self.hparams.seed, self.global_step, self.global_rank))
         if self.first_stage is not None:  # scale_by_std: once, at the first step, rank 0's value everywhere
