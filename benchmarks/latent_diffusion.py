@@ -3,7 +3,7 @@
 * first-stage encode / decode throughput (images/s) of the ae_kl_mnist autoencoder (KL-f4, 32×32 → 8×8×3);
 * a training step (forward, backward, Adam) of ``ldm_mnist`` on 32×32 images — encoding every batch, or with
   ``first_stage.cache_latents`` (encoded once before training) — against ``ddpm_mnist``'s pixel-space UNet on
-  the same 32×32 images;
+  the same 32×32 images (attention at 8×8, the resolution of ddpm_mnist's 7×7 level at 28×28);
 * sampling: 20 DDIM steps + decoding of the latent model vs 20 DDIM steps of the pixel model.
 
 Weights are random (the autoencoder of ae_kl_mnist's config, saved with ``save_pretrained``): costs do not
@@ -79,7 +79,7 @@ def main() -> None:
         first_stage += ["first_stage.scale_factor=1.0", "first_stage.scale_by_std=false"]
         latent = compose_model("ldm_mnist", first_stage)
         cached = compose_model("ldm_mnist", [*first_stage, "first_stage.cache_latents=true"])
-        pixel = compose_model("ddpm_mnist", ["data.image_size=32"])
+        pixel = compose_model("ddpm_mnist", ["data.image_size=32", "network.attention_resolutions=[8]"])
         images = torch.rand(args.batch_size, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
         cached.first_stage.module.fill_cache([{"image": x} for x in images])
         autoencoder = latent.first_stage.module.autoencoder

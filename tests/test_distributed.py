@@ -26,6 +26,7 @@ from torch.utils.data import DistributedSampler, default_collate
 
 from cli import TINY
 from items import Items
+from lit_diffusion.autoencoders.networks import build_autoencoder, latent_from_moments
 from lit_diffusion.datamodules import EpochShuffleSampler, ImageDataModule, ImageFolderDataModule
 from lit_diffusion.models.base import DiffusionModule, step_seed
 
@@ -362,3 +363,42 @@ def test_ddp_kill_9_and_auto_resume_is_exact(ddp, tmp_path):
     for key in ("state_dict", "current_model_state"):
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), f"{key}/{name} differs after resume"
+
+
+class ScaleRecorder(lightning.Callback):
+    """Each rank's latent scale factor after its first step, and 1/std of its own first batch's latents (of a
+    posterior sample, as the fit, and of the posterior means, which differ between ranks only by their data)."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        self.local: dict | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.local is None:  # before the module's hook fits the factor
+            moments = pl_module.first_stage.module.moments(batch["image"])
+            self.local = {kind: float(1 / latent_from_moments("kl", moments, sample=kind == "sample").std())
+                          for kind in ("sample", "mean")}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        factor = float(pl_module.first_stage.module.scale_factor)
+        torch.save({"factor": factor, **self.local}, self.path / f"rank{trainer.global_rank}.pt")
+
+
+@pytest.mark.slow
+def test_ddp_latent_scale_factor_is_rank_0s_on_every_rank(tmp_path):
+    """scale_by_std under 2-process DDP: rank 0 fits 1/std of its first batch and broadcasts it, so both ranks
+    (whose own first batches would give different factors) train with one factor, the one checkpointed."""
+    torch.manual_seed(0)
+    build_autoencoder("kl", {"in_channels": 1, "out_channels": 1, "block_out_channels": [8, 16], "layers_per_block": 1,
+                             "latent_channels": 2, "norm_num_groups": 4}).save_pretrained(tmp_path / "vae")
+    images = write_pngs(tmp_path / "images")
+    run_dir = tmp_path / "run"
+    run_ddp(run_dir, images, "trainer.max_steps=2", "first_stage=pretrained",
+            f"first_stage.source.pretrained={tmp_path / 'vae'}", "network.in_channels=2", "network.image_size=8",
+            f"+callbacks.scale._target_={__name__}.ScaleRecorder", f"+callbacks.scale.path={run_dir / 'scale'}")
+    ranks = [load(run_dir / "scale" / f"rank{r}.pt") for r in range(2)]
+    assert ranks[0]["factor"] == ranks[1]["factor"] == load(run_dir / "checkpoints" / "last.ckpt")["state_dict"][
+        "first_stage.module.scale_factor"].item()
+    assert ranks[0]["factor"] == pytest.approx(ranks[0]["sample"], rel=0.05)  # rank 0's batch, another draw
+    assert abs(ranks[1]["mean"] - ranks[0]["mean"]) > 1e-3 * ranks[0]["mean"]  # rank 1's own data differ
