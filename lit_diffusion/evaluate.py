@@ -33,7 +33,7 @@ from lit_diffusion.config import to_plain
 from lit_diffusion.errors import UserError
 from lit_diffusion.generation import build_guider, draw, guider_spec, model_classes
 from lit_diffusion.images import to_uint8
-from lit_diffusion.likelihood import bits_per_dim
+from lit_diffusion.likelihood import model_bits_per_dim, space_of
 from lit_diffusion.metrics import build_extractor, dataset_reference, extract, feature_metrics
 from lit_diffusion.metrics.features import file_sha256
 from lit_diffusion.metrics.images import dataset_split, folder_images
@@ -61,10 +61,10 @@ def bits_per_dim_of(model, data_cfg: dict, count: int, seed: int) -> dict:
     dataset = dataset_split(data_cfg, "val")
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(min(count, len(dataset)))), batch_size=100)
     generator = torch.Generator(model.device).manual_seed(seed)
-    values = torch.cat([bits_per_dim(model.denoise, model.process, b["image"].to(model.device), generator=generator)[0]
-                        for b in loader])
+    values = torch.cat([model_bits_per_dim(model, b["image"].to(model.device), generator=generator)[0] for b in loader])
     return {"bpd": values.mean().item(), "bpd_sem": (values.std() / math.sqrt(len(values))).item(), "bpd_n": len(values),
-            "bpd_protocol": "PF-ODE likelihood, RK45 rtol=atol=1e-5, Rademacher trace, uniform dequantisation, val split"}
+            "bpd_protocol": "PF-ODE likelihood, RK45 rtol=atol=1e-5, Rademacher trace, val split",
+            **{f"bpd_{k}": v for k, v in space_of(model).items()}}
 
 
 TASKS = {"anomaly": anomaly_detection}

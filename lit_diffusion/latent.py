@@ -108,12 +108,13 @@ class FirstStage(nn.Module):
         self.register_buffer("fitted", torch.tensor(not scale_by_std))
 
     @torch.no_grad()
-    def encode(self, images: Tensor) -> Tensor:
-        """Scaled latents of images in [-1, 1] (their cached moments where there are)."""
+    def encode(self, images: Tensor, sample: bool | None = None) -> Tensor:
+        """Scaled latents of images in [-1, 1] (their cached moments where there are); KL: a posterior sample
+        or its mode (``sample``; default ``sample_posterior``)."""
+        sample = self.sample_posterior if sample is None else sample
         if self.cache is None:
-            return self.scale_factor * encode(self.autoencoder, images, sample=self.sample_posterior)
-        moments = self.cache.moments(images, self.moments)
-        return self.scale_factor * latent_from_moments(self.kind, moments, self.sample_posterior)
+            return self.scale_factor * encode(self.autoencoder, images, sample=sample)
+        return self.scale_factor * latent_from_moments(self.kind, self.cache.moments(images, self.moments), sample)
 
     def moments(self, images: Tensor) -> Tensor:
         return encode_moments(self.autoencoder, images)

@@ -1,5 +1,6 @@
 """Latent diffusion: any framework on the latents of a frozen first stage (tiny random autoencoders here)."""
 
+import math
 import shutil
 
 import lightning as L
@@ -9,6 +10,7 @@ import torch
 from lit_diffusion.autoencoders.networks import build_autoencoder, decode, encode
 from lit_diffusion.checkpoint import model_from_checkpoint
 from lit_diffusion.errors import UserError
+from lit_diffusion.likelihood import model_bits_per_dim, ode_log_likelihood, space_of
 from lit_diffusion.models import DDPM, EDM
 
 AE = {"in_channels": 1, "out_channels": 1, "block_out_channels": [8, 16], "layers_per_block": 1,
@@ -117,3 +119,17 @@ def test_cached_latents_train_as_encoded_ones_with_one_encoder_pass(folder, tmp_
     assert calls == {False: 4, True: 1}
     for name, value in weights[False].items():
         torch.testing.assert_close(weights[True][name], value, atol=1e-5, rtol=1e-4)
+
+
+def test_likelihood_of_a_latent_model_is_latent_bits_per_dim(folder):
+    """bits/dim of a latent model: the PF-ODE log-likelihood of the scaled posterior-mode latents over the latent
+    dimensions, with no dequantisation offset, and labelled as such."""
+    model = latent_ddpm(folder, scale_factor=0.5).eval()
+    x = images(2)
+    with torch.no_grad():
+        bpd, _ = model_bits_per_dim(model, x, generator=torch.Generator().manual_seed(0), rtol=1e-3, atol=1e-3)
+        latents = 0.5 * encode(model.first_stage.module.autoencoder, x, sample=False)
+        logp, _ = ode_log_likelihood(model.denoise, model.process, latents, generator=torch.Generator().manual_seed(0),
+                                     rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(bpd, -logp / (2 * 4 * 4 * math.log(2)))
+    assert space_of(model)["space"] == "latent" and space_of(model)["latent_shape"] == [2, 4, 4]
