@@ -27,6 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from lit_diffusion.anomaly import anomaly_detection
+from lit_diffusion.autoencoders import reconstruction_metrics
 from lit_diffusion.checkpoint import model_from_checkpoint, resolve_device
 from lit_diffusion.cli import entry_point
 from lit_diffusion.config import to_plain
@@ -37,6 +38,7 @@ from lit_diffusion.likelihood import model_bits_per_dim, space_of
 from lit_diffusion.metrics import build_extractor, dataset_reference, extract, feature_metrics
 from lit_diffusion.metrics.features import file_sha256
 from lit_diffusion.metrics.images import dataset_split, folder_images
+from lit_diffusion.models import Autoencoder
 from lit_diffusion.provenance import versions
 from lit_diffusion.sampling import resolve_sampler
 
@@ -85,6 +87,8 @@ def evaluate(cfg: DictConfig) -> dict:
         raise UserError(f"n={cfg.n} and batch_size={cfg.batch_size} must be positive")
     device = resolve_device(cfg.device)
     model = model_from_checkpoint(cfg.ckpt, cfg.weights, cfg.device) if cfg.ckpt else None
+    if isinstance(model, Autoencoder):
+        return reconstruction_quality(cfg, model, start)
     guider = build_guider(guider_spec(to_plain(cfg.guider), cfg.guidance_scale, cfg.classifier), cfg.weights,
                           cfg.device) if model else None
     labels = (list(cfg.class_labels) if cfg.class_labels is not None else model_classes(model)) if model else None
@@ -150,6 +154,39 @@ def evaluate(cfg: DictConfig) -> dict:
         "preprocessing": "samples quantised to uint8 as saved PNGs; " + extractor.preprocessing,
         "split": cfg.split if real is not None and not cfg.real else None,
         "versions": versions(), "device": str(device), "wall_seconds": time.perf_counter() - start,
+    }
+    write(result, cfg)
+    return result
+
+
+def reconstruction_quality(cfg: DictConfig, model: Autoencoder, start: float) -> dict:
+    """An autoencoder checkpoint (a first stage): PSNR / SSIM / rFID and, for VQ, codebook usage of its
+    reconstructions of the first ``n`` images of ``reconstruction_split`` (:func:`reconstruction_metrics`)."""
+    data_cfg = data_config(cfg, model)
+    if data_cfg is None:
+        raise UserError(f"'{cfg.ckpt}' stores no data config; pass data=NAME to choose the images to reconstruct")
+    dataset = dataset_split(data_cfg, cfg.reconstruction_split)
+    count = min(cfg.n or len(dataset), len(dataset))
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(count)), batch_size=cfg.batch_size)
+    extractor = build_extractor(cfg.extractor, **({"inception_weights": cfg.inception_weights}
+                                                  if cfg.extractor == "inception" else {}))
+    values = reconstruction_metrics(model.autoencoder, (b["image"] for b in loader), extractor=extractor,
+                                    device=model.device)
+    summary = {key: {"mean": values[key], "std": values.get(f"{key}_std", 0.0), "min": values[key]}
+               for key in ("psnr", "ssim", "rfid", "codebook_usage", "perplexity") if key in values}
+    result = {
+        "name": cfg.name or (model.run_config or {}).get("name") or Path(str(cfg.ckpt)).stem,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"), "metrics_requested": ["psnr", "ssim", "rfid"],
+        "summary": summary, "runs": [values], "n": values["n"], "seeds": [None], "split": cfg.reconstruction_split,
+        "reference": {"id": None, "source": {"data": data_cfg}, "n": values["n"]},
+        "protocol": "reconstructions from the KL posterior's mode (VQ: quantized codes), clipped to [-1, 1]; PSNR/SSIM "
+                    "per image on [0, 1] (torchmetrics, data range 1, SSIM 11x11 Gaussian), mean ± std; rFID between "
+                    "the originals and their reconstructions, both uint8",
+        "fake_source": f"reconstructions by checkpoint {Path(cfg.ckpt).absolute()}",
+        "checkpoint_sha256": file_sha256(Path(cfg.ckpt)), "weights": cfg.weights,
+        "sampler": None, "sampler_steps": None, "nfe": None, "guider": None, "guidance_scale": None,
+        "extractor": extractor.name, "extractor_weights": extractor.weights_id,
+        "versions": versions(), "device": str(model.device), "wall_seconds": time.perf_counter() - start,
     }
     write(result, cfg)
     return result

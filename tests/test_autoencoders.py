@@ -3,11 +3,13 @@ training through Lightning (two optimizers) and one end-to-end run of ``experime
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -21,6 +23,7 @@ from lit_diffusion.autoencoders.metrics import psnr_per_image, ssim_per_image
 from lit_diffusion.callbacks import EMA
 from lit_diffusion.checkpoint import CHECKPOINT_KEY, model_from_checkpoint
 from lit_diffusion.errors import UserError
+from lit_diffusion.metrics.images import dataset_split
 from lit_diffusion.models import Autoencoder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -434,3 +437,15 @@ def test_ae_kl_mnist_end_to_end(tmp_path, monkeypatch):
     assert isinstance(model, Autoencoder) and model.latent_shape == (3, 8, 8)
     spec = load_first_stage({"ckpt": str(checkpoint)})
     assert max_diff(model.autoencoder, spec.build(), images(2, 1, 32)) <= 1e-6
+    # evaluate on an autoencoder checkpoint: reconstruction quality of the validation split, with its protocol
+    out = tmp_path / "eval.json"
+    run_cli("lit_diffusion.evaluate", f"ckpt={checkpoint}", "n=16", "batch_size=8", "extractor=random_conv",
+            f"out={out}", "csv=null", cwd=tmp_path)
+    result = json.loads(out.read_text())
+    assert result["n"] == 16 and result["split"] == "val" and "posterior's mode" in result["protocol"]
+    data = model.run_config["data"]
+    expected = reconstruction_metrics(model.autoencoder, [torch.stack([dataset_split(data, "val")[i]["image"]
+                                                                        for i in range(16)])], extractor=None)
+    assert result["summary"]["psnr"]["mean"] == pytest.approx(expected["psnr"], rel=1e-5)
+    assert result["summary"]["ssim"]["mean"] == pytest.approx(expected["ssim"], rel=1e-5)
+    assert np.isfinite(result["summary"]["rfid"]["mean"])
