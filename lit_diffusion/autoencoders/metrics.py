@@ -20,6 +20,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 from lit_diffusion.autoencoders.networks import encode, decode, kind_of, quantize
 from lit_diffusion.images import to_uint8
+from lit_diffusion.metrics import build_extractor, feature_metrics
 
 
 def _unit(images: Tensor) -> Tensor:
@@ -64,8 +65,6 @@ def reconstruction_metrics(autoencoder: nn.Module, batches: Iterable[Tensor], *,
     ``sample``: reconstruct KL models from a posterior draw instead of its mode.  ``extractor``: a name of
     :data:`lit_diffusion.metrics.EXTRACTORS`, a built extractor, or None to skip rFID.  The autoencoder is used
     as it is (call ``.eval()`` first)."""
-    from lit_diffusion.metrics import build_extractor, feature_metrics
-
     device = torch.device(device)
     autoencoder = autoencoder.to(device)
     kind = kind_of(autoencoder)

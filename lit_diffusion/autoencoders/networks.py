@@ -56,7 +56,7 @@ def autoencoder_class(kind: str) -> type:
     return VQModel
 
 
-def _defaults(kind: str) -> dict[str, Any]:
+def constructor_defaults(kind: str) -> dict[str, Any]:
     parameters = inspect.signature(autoencoder_class(kind).__init__).parameters
     return {name: p.default for name, p in parameters.items() if name != "self"}
 
@@ -73,7 +73,7 @@ def full_config(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """Every constructor argument of the diffusers class, JSON-plain (lists, no tuples): ``config`` over the
     class defaults, block types filled in.  Unknown keys are a :class:`UserError` (a typo would otherwise be
     ignored by diffusers with a warning)."""
-    defaults = _defaults(kind)
+    defaults = constructor_defaults(kind)
     config = {k: v for k, v in dict(config).items() if not str(k).startswith("_")}
     if unknown := sorted(set(config) - set(defaults)):
         raise UserError(f"unknown {CLASS_NAMES[kind]} config keys {unknown}; valid keys: {', '.join(sorted(defaults))}")

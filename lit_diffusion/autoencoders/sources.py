@@ -32,7 +32,9 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from lit_diffusion.autoencoders.networks import CLASS_NAMES, KINDS, build_autoencoder, check_kind, full_config
+from lit_diffusion.autoencoders.networks import (CLASS_NAMES, KINDS, build_autoencoder, check_kind,
+                                                 constructor_defaults, full_config)
+from lit_diffusion.checkpoint import CHECKPOINT_KEY, load_checkpoint, model_state
 from lit_diffusion.errors import UserError
 from lit_diffusion.metrics.features import file_sha256
 
@@ -138,8 +140,6 @@ def _short(config: dict) -> str:
 
 # --- lit_diffusion checkpoints -------------------------------------------------------------------------
 def _from_lit_checkpoint(source: dict) -> FirstStageSpec:
-    from lit_diffusion.checkpoint import CHECKPOINT_KEY, load_checkpoint, model_state
-
     path = Path(source["ckpt"])
     checkpoint = load_checkpoint(path)
     model_class = checkpoint[CHECKPOINT_KEY].get("model_class", "")
@@ -205,9 +205,7 @@ def _kind_from_config(raw: dict, kind: str | None, path: Path) -> str:
 
 def _known_config(kind: str, raw: dict, path: Path) -> dict:
     """The config's constructor arguments; keys this diffusers version does not know are dropped with a note."""
-    from lit_diffusion.autoencoders.networks import _defaults
-
-    known = _defaults(kind)
+    known = constructor_defaults(kind)
     config = {k: v for k, v in raw.items() if not k.startswith("_")}
     if dropped := sorted(set(config) - set(known)):
         print(f"note: {path}: ignoring config keys unknown to this diffusers version: {', '.join(dropped)}")

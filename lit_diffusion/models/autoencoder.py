@@ -30,6 +30,7 @@ from lit_diffusion.checkpoint import CHECKPOINT_KEY
 from lit_diffusion.config import safe_instantiate
 from lit_diffusion.errors import UserError
 from lit_diffusion.images import to_uint8
+from lit_diffusion.metrics import build_extractor, feature_metrics
 from lit_diffusion.models.base import TrainingDiverged, step_seed
 
 
@@ -185,13 +186,11 @@ class Autoencoder(L.LightningModule):
     def rfid_extractor(self):
         """The feature extractor of ``val/rfid`` (built once, on this module's device, outside the state dict)."""
         if self._extractor.module is None:
-            from lit_diffusion.metrics import build_extractor
             self._extractor.module = build_extractor(self.hparams.rfid_extractor)
         return self._extractor.module.to(self.device)
 
     def on_validation_epoch_end(self) -> None:
         if self._val_features["real"]:
-            from lit_diffusion.metrics import feature_metrics
             real, fake = (torch.cat(self._val_features[k]) for k in ("real", "fake"))
             if self.trainer.world_size > 1:
                 real, fake = (self.all_gather(f).flatten(0, 1) for f in (real, fake))
