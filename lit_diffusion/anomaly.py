@@ -36,13 +36,13 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from lit_diffusion.checkpoint import model_from_checkpoint, resolve_device
 from lit_diffusion.cli import entry_point
 from lit_diffusion.config import to_plain
 from lit_diffusion.datamodules.anomalies import SyntheticAnomaly
-from lit_diffusion.datamodules.base import SampleViews
+from lit_diffusion.datamodules.base import item_labels
 from lit_diffusion.datamodules.pairs import one_of
 from lit_diffusion.edit import data_config, first_items, run_batches, unconditional
 from lit_diffusion.errors import UserError
@@ -73,18 +73,6 @@ def detection_noise(cfg: DictConfig, model):
     base = model.noise.spec() if isinstance(model.noise, SimplexNoise) else SimplexNoise().spec()
     options = {**base, **(to_plain(cfg.simplex) or {})} if cfg.noise == "simplex" else {}
     return build_noise({**options, "name": cfg.noise})
-
-
-def item_labels(dataset: Dataset) -> np.ndarray | None:
-    """The labels of a split's items, read through its views and subsets without loading any image."""
-    if isinstance(dataset, SampleViews) and dataset.num_views == 1:
-        return item_labels(dataset.dataset)
-    if isinstance(dataset, Subset):
-        labels = item_labels(dataset.dataset)
-        return None if labels is None else labels[np.asarray(dataset.indices, dtype=np.int64)]
-    labels = getattr(dataset, "labels", None)
-    labels = labels.get("label") if isinstance(labels, dict) else labels
-    return None if labels is None else np.asarray(labels)
 
 
 def scored_items(cfg: DictConfig, dataset: Dataset) -> tuple[list[int], np.ndarray | None]:

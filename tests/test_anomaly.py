@@ -14,6 +14,8 @@ from hydra import compose, initialize_config_module
 from test_tasks import DATA
 
 from lit_diffusion.anomaly import anomaly_detection
+from lit_diffusion.datamodules import MNISTDataModule
+from lit_diffusion.datamodules.base import item_labels
 from lit_diffusion.errors import UserError
 from lit_diffusion.evaluate import evaluate
 from lit_diffusion.metrics.anomaly import image_metrics, pixel_metrics
@@ -178,3 +180,16 @@ def test_anomaly_entry_bad_input_is_one_user_error(simplex_checkpoint, tmp_path)
         assert isinstance(cause, UserError) and message in str(cause)
     with pytest.raises(UserError, match="evaluate has no task 'repaint'"):
         evaluate(composed("evaluate", "task=repaint", f"ckpt={simplex_checkpoint}"))
+
+
+# --------------------------------------------------------------------------------------------- data and metrics
+
+
+def test_classes_keep_only_those_training_labels_and_every_validation_label():
+    data = MNISTDataModule(classes=[3, 5], batch_size=8)
+    data.setup()
+    assert set(item_labels(data.train_set)) == {3, 5} and len(data.train_set) > 800
+    assert set(item_labels(data.val_set)) == set(range(10))
+    assert all(data.train_set[i]["label"] in (3, 5) for i in range(0, len(data.train_set), 97))
+    with pytest.raises(UserError, match="no training image of these classes"):
+        MNISTDataModule(classes=[11]).setup()

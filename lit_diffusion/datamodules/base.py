@@ -210,6 +210,32 @@ class ResumableDataLoader(DataLoader):
         self.sampler.start = state_dict.get("items_done", state_dict["batches_done"] * self.batch_size)
 
 
+def item_labels(dataset: Dataset) -> np.ndarray | None:
+    """The labels of a dataset's items, read through :class:`SampleViews` (one view) and subsets without
+    loading any image; None when it has none."""
+    if isinstance(dataset, SampleViews) and dataset.num_views == 1:
+        return item_labels(dataset.dataset)
+    if isinstance(dataset, Subset):
+        labels = item_labels(dataset.dataset)
+        return None if labels is None else labels[np.asarray(dataset.indices, dtype=np.int64)]
+    labels = getattr(dataset, "labels", None)
+    labels = labels.get("label") if isinstance(labels, Mapping) else labels
+    return None if labels is None else np.asarray(labels)
+
+
+def of_classes(dataset: Dataset, classes: Sequence[int], name: str) -> Subset:
+    """The items of ``dataset`` whose label is one of ``classes``."""
+    labels = item_labels(dataset)
+    if labels is None:
+        raise UserError(f"data.classes={list(classes)} selects by label, but {name} has no labels; set "
+                        "data.classes=null")
+    keep = np.flatnonzero(np.isin(labels, list(classes)))
+    if len(keep) == 0:
+        raise UserError(f"data.classes={list(classes)}: {name} has no training image of these classes (its labels "
+                        f"are {sorted(set(labels.tolist()))})")
+    return Subset(dataset, keep.tolist())
+
+
 def missing_dataset_error(dataset: str, looked_in: Sequence[Path], how_to_fix: str) -> UserError:
     """One message: which dataset is missing, every absolute path that was searched, how to provide it."""
     places = ", ".join(str(Path(path).absolute()) for path in looked_in) or "nowhere (no data.root set)"
@@ -236,6 +262,9 @@ class ImageDataModule(lightning.LightningDataModule):
         data.pairs.low_res=null
 
     which gives batches with ``low_res`` (B, C, H, W) and ``mask`` (B, 1, H, W), ``masked_image`` (B, C, H, W).
+
+    ``classes`` keeps only the training images of these labels (one-class training for anomaly detection, e.g.
+    ``data.classes=[3]``: MNIST's threes); validation keeps every class.
     """
 
     dataset_name = "dataset"
@@ -256,6 +285,7 @@ class ImageDataModule(lightning.LightningDataModule):
         seed: int = 0,
         pin_memory: bool = False,
         pairs: Mapping[str, Any] | Sequence[Any] | None = None,
+        classes: Sequence[int] | None = None,
     ):
         super().__init__()
         if channels not in (1, 3):
@@ -268,6 +298,7 @@ class ImageDataModule(lightning.LightningDataModule):
         self.val_fraction, self.random_flip, self.center_crop = val_fraction, random_flip, center_crop
         self.seed = seed
         self.pairs = build_pairs(pairs, self.image_shape)
+        self.classes = None if classes is None else [int(c) for c in classes]
         self.train_set: SampleViews | None = None
         self.val_set: SampleViews | None = None
 
@@ -299,6 +330,8 @@ class ImageDataModule(lightning.LightningDataModule):
             train_set, val_set = self._hold_out(train_set)
         else:
             val_set = ImageDataset(*test, mode, transform)
+        if self.classes is not None:
+            train_set = of_classes(train_set, self.classes, self.dataset_name)
         self.train_set = SampleViews(train_set, self.pairs, self.seed)
         self.val_set = None if val_set is None else SampleViews(val_set, self.pairs, self.seed)
         if len(self.train_set) < self.batch_size:
