@@ -6,6 +6,7 @@ from lit_diffusion.datamodules.captioned_folder import CaptionedFolderDataModule
 from lit_diffusion.datamodules.captioned_mnist import (FashionMNISTCaptionsDataModule, MNISTCaptionsDataModule,
                                                        MNISTPairsDataModule)
 from lit_diffusion.datamodules.cifar10 import CIFAR10DataModule
+from lit_diffusion.datamodules.elpv import ELPVDataModule
 from lit_diffusion.datamodules.fashion_mnist import FashionMNISTDataModule
 from lit_diffusion.datamodules.image_folder import ImageFolderDataModule
 from lit_diffusion.datamodules.mnist import MNISTDataModule
@@ -14,6 +15,7 @@ from lit_diffusion.datamodules.shards import WebDatasetDataModule
 __all__ = [
     "CIFAR10DataModule",
     "CaptionedFolderDataModule",
+    "ELPVDataModule",
     "EpochShuffleSampler",
     "FashionMNISTCaptionsDataModule",
     "FashionMNISTDataModule",

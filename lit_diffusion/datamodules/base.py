@@ -23,8 +23,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from lit_diffusion.datamodules.pairs import PairTransform, build_pairs
 from lit_diffusion.errors import UserError
 
-Split = tuple[Sequence[Any], Sequence[int] | None]
-"""Images (uint8 arrays of shape (H, W) or (H, W, C), or image file paths) and their labels, or None."""
+Split = tuple[Sequence[Any], Sequence[int] | Mapping[str, Sequence[Any]] | None]
+"""Images (uint8 arrays of shape (H, W) or (H, W, C), or image file paths) and their labels, or named per-image
+values (each a sample key, ``label`` among them when the images are labeled; e.g. ELPV's defect probabilities),
+or None."""
 
 
 class CenterSquareCrop:
@@ -46,11 +48,15 @@ def image_transform(image_size: int, center_crop: bool) -> T.Compose:
 
 
 class ImageDataset(Dataset):
-    """Images with optional labels as sample dicts ``{"image": (C, H, W) in [-1, 1], "label": int}``."""
+    """Images with optional labels as sample dicts ``{"image": (C, H, W) in [-1, 1], "label": int}``; with
+    ``labels`` a mapping of named per-image values, each name is a sample key (numpy values batch as tensors of
+    their dtype)."""
 
-    def __init__(self, images: Sequence[Any], labels: Sequence[int] | None, mode: str, transform: T.Compose):
-        if labels is not None and len(labels) != len(images):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    def __init__(self, images: Sequence[Any], labels: Sequence[int] | Mapping[str, Sequence[Any]] | None, mode: str,
+                 transform: T.Compose):
+        for name, values in (labels.items() if isinstance(labels, Mapping) else [("labels", labels)]):
+            if values is not None and len(values) != len(images):
+                raise ValueError(f"{len(images)} images but {len(values)} {name}")
         self.images, self.labels, self.mode, self.transform = images, labels, mode, transform
 
     def __len__(self) -> int:
@@ -64,7 +70,9 @@ class ImageDataset(Dataset):
         else:
             image = Image.fromarray(item).convert(self.mode)
         sample = {"image": self.transform(image)}
-        if self.labels is not None:
+        if isinstance(self.labels, Mapping):
+            sample |= {name: values[index] for name, values in self.labels.items()}
+        elif self.labels is not None:
             sample["label"] = int(self.labels[index])
         return sample
 
