@@ -15,6 +15,7 @@ from test_tasks import DATA
 
 from lit_diffusion.anomaly import anomaly_detection
 from lit_diffusion.datamodules import MNISTDataModule
+from lit_diffusion.datamodules.anomalies import SyntheticAnomaly
 from lit_diffusion.datamodules.base import item_labels
 from lit_diffusion.errors import UserError
 from lit_diffusion.evaluate import evaluate
@@ -193,3 +194,62 @@ def test_classes_keep_only_those_training_labels_and_every_validation_label():
     assert all(data.train_set[i]["label"] in (3, 5) for i in range(0, len(data.train_set), 97))
     with pytest.raises(UserError, match="no training image of these classes"):
         MNISTDataModule(classes=[11]).setup()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = MNISTDataModule(batch_size=8)
+    data.setup()
+    return [data.val_set[i]["image"] for i in range(20)]
+
+
+@pytest.mark.parametrize("kind", ["patch", "stroke", "intensity", "mixed"])
+def test_synthetic_anomaly_masks_are_exactly_the_changed_pixels(kind, digits):
+    anomaly = SyntheticAnomaly(kind)
+    for index, image in enumerate(digits):
+        sample = anomaly({"image": image}, torch.Generator().manual_seed(index))
+        anomalous, mask = sample["anomalous"], sample["anomaly_mask"]
+        changed = (anomalous - image).abs().amax(0, keepdim=True)
+        assert mask.shape == (1, 28, 28) and 0 < mask.sum() < 0.5 * mask.numel()
+        assert torch.equal(mask.bool(), changed > 0.1) and torch.equal(anomalous[:, ~mask[0].bool()],
+                                                                     image[:, ~mask[0].bool()])
+        assert anomalous.min() >= -1 and anomalous.max() <= 1
+        again = anomaly({"image": image}, torch.Generator().manual_seed(index))
+        assert torch.equal(again["anomaly_mask"], mask)  # a function of the item's generator only
+
+
+def test_synthetic_anomaly_kinds_do_what_they_say():
+    image = torch.linspace(-1, 1, 32 * 32).view(1, 32, 32)
+    generator = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    patch = SyntheticAnomaly("patch", min_change=0.0)
+    pasted = patch.patch(image, generator())
+    rows, cols = patch.box.hole(32, 32, generator())  # the same draws: the target rectangle
+    source = pasted[:, rows, cols].flip(-1, -2)  # a 180° rotation of a rectangle found elsewhere in the image
+    found = [(t, l) for t in range(33 - source.shape[1]) for l in range(33 - source.shape[2])
+             if torch.equal(image[:, t:t + source.shape[1], l:l + source.shape[2]], source)]
+    assert len(found) == 1
+    shifted = SyntheticAnomaly("intensity").intensity(image, generator())
+    delta = shifted - image
+    assert ((delta == 0) | (delta.abs() >= 0.5) | (shifted.abs() == 1)).all() and (delta != 0).any()
+    stroke = SyntheticAnomaly("stroke")(
+        {"image": torch.full((1, 32, 32), -1.0)}, generator())
+    assert set(stroke["anomalous"].unique().tolist()) == {-1.0, 1.0}  # white strokes on a black image
+    with pytest.raises(UserError, match="sizes"):
+        SyntheticAnomaly(max_size=0.9)
+
+
+def test_metrics_of_separable_and_known_cases():
+    scores, targets = torch.tensor([0.1, 0.2, 0.3, 0.7, 0.8]), torch.tensor([0, 0, 0, 1, 1])
+    assert image_metrics(scores, targets) == {"image_auroc": 1.0, "image_auprc": 1.0, "n_normal": 3, "n_anomalous": 2}
+    assert image_metrics(scores.flip(0), targets)["image_auroc"] == 0.0
+    assert image_metrics(scores, torch.zeros(5)) == {"n_normal": 5, "n_anomalous": 0}  # one class: no AUROC
+    masks = torch.zeros(4, 1, 8, 8)
+    masks[:, :, 2:5, 3:6] = 1
+    perfect = pixel_metrics(0.9 * masks + 0.05, masks)
+    assert perfect["pixel_auroc"] == 1.0 and perfect["dice"] == 1.0 and perfect["iou"] == 1.0
+    half = masks.clone()
+    half[:, :, 2:5, 3:4] = 0  # a third of the anomaly missed, nothing else flagged
+    found = pixel_metrics(half * 0.9 + 0.05, masks)
+    assert found["dice"] == pytest.approx(2 * 2 / (2 + 3)) and found["iou"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        pixel_metrics(masks * 2, masks)

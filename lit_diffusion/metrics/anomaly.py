@@ -49,8 +49,8 @@ def pixel_metrics(maps: Tensor, masks: Tensor) -> dict:
     precision, recall, thresholds = binary_precision_recall_curve(preds, target, thresholds=grid)
     dice = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
     threshold = float(thresholds[dice[:-1].argmax()])
+    flagged = (preds >= threshold).long()  # the curve's convention (torchmetrics' `threshold=` uses >)
     return {"pixel_auroc": binary_auroc(preds, target, thresholds=binned).item(),
             "pixel_auprc": binary_average_precision(preds, target, thresholds=binned).item(),
-            "dice": binary_f1_score(preds, target, threshold=threshold).item(),
-            "iou": binary_jaccard_index(preds, target, threshold=threshold).item(),
+            "dice": binary_f1_score(flagged, target).item(), "iou": binary_jaccard_index(flagged, target).item(),
             "threshold": threshold, **counts}
