@@ -17,12 +17,13 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
-from lit_diffusion.callbacks import SampleGrid
+from lit_diffusion.callbacks import Evaluation, SampleGrid
 from lit_diffusion.checkpoint import load_checkpoint
 from lit_diffusion.cli import entry_point
 from lit_diffusion.config import safe_instantiate, to_plain, trusted_class
 from lit_diffusion.models.base import DiffusionModule
 from lit_diffusion.resume import resolve_ckpt_path
+from lit_diffusion.sweeps import objective_value
 
 
 def build_model(cfg: DictConfig) -> DiffusionModule:
@@ -55,7 +56,8 @@ def build_loggers(cfg: DictConfig) -> list:
 
 
 def train(cfg: DictConfig) -> dict:
-    """Fit the configured model; returns the final metrics and the paths of the last checkpoint and grid."""
+    """Fit the configured model; returns the final metrics (with the last in-training evaluation's ``eval/*``)
+    and the paths of the last checkpoint and grid."""
     to_plain(cfg)  # every value the user must still give, named in one message before anything starts
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt_path = resolve_ckpt_path(cfg)  # ckpt_path=auto: the run folder's last.ckpt if there is one
@@ -71,6 +73,8 @@ def train(cfg: DictConfig) -> dict:
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    for evaluation in (c for c in callbacks if isinstance(c, Evaluation) and c.history):
+        metrics |= {k: float(v) for k, v in evaluation.history[-1].items() if k != "step"}
     grid = next((c.last_path for c in callbacks if isinstance(c, SampleGrid)), None)
     checkpoint = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else None
     print(f"finished at step {trainer.global_step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
@@ -78,7 +82,13 @@ def train(cfg: DictConfig) -> dict:
     return {"metrics": metrics, "checkpoint": checkpoint, "sample_grid": str(grid) if grid else None}
 
 
-main = entry_point("config")(train)
+def fit(cfg: DictConfig) -> float | None:
+    """The task function of ``python -m lit_diffusion.run``: train, and return the value of ``cfg.objective``
+    (e.g. ``eval/kid``) for Hydra's sweepers, or None without an objective (:mod:`lit_diffusion.sweeps`)."""
+    return objective_value(train(cfg)["metrics"], cfg.get("objective"))
+
+
+main = entry_point("config")(fit)
 
 
 if __name__ == "__main__":

@@ -102,3 +102,7 @@ class Evaluation(Callback):
         step = trainer.global_step
         if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0 and trainer.is_global_zero:
             self.evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        """Every process gets rank 0's evaluations, so a run's result (a sweep's objective) is the same in each."""
+        self.history = trainer.strategy.broadcast(self.history, src=0)
