@@ -69,3 +69,30 @@ def test_wandb_sweep_template_gives_valid_overrides():
             cfg = compose("config", overrides=[*fixed, *args, "paths.output_dir=/tmp/unused"])
             for name, value in picked.items():
                 assert OmegaConf.select(cfg, name, throw_on_missing=True) == value
+
+
+def test_slurm_launcher_config_gives_one_task_per_device():
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("lit_diffusion.configs", version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2",
+                                           "paths.output_dir=/tmp/unused"], return_hydra_config=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher["_target_"].endswith("SlurmLauncher") and launcher["name"] == "ddpm_mnist"
+    assert (launcher["nodes"], launcher["tasks_per_node"], launcher["gpus_per_node"]) == (2, 4, 4)
+    assert launcher["max_num_timeout"] > 0  # time-outs are requeued too: ckpt_path=auto resumes them
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_a_job_and_reports_its_objective(tmp_path):
+    """The submitit launcher (local executor: the job in its own process, as on a SLURM node) trains with
+    ckpt_path=auto in the fixed sweep folder and returns the objective to the sweep's process."""
+    sweep = tmp_path / "sweep"
+    proc = run_cli("lit_diffusion.run", "-m", "hydra/launcher=submitit_local", *TINY, "trainer.max_steps=2",
+                   "callbacks.sample_grid.every_n_steps=0", "logger=none", "ckpt_path=auto", "objective=val/loss",
+                   f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert (sweep / "0" / "checkpoints" / "last.ckpt").is_file()
+    assert list((sweep / ".submitit").rglob("*_result.pkl"))  # it ran under submitit
+    best = OmegaConf.load(sweep / BEST_FILE)
+    assert best.objective == "val/loss" and best.value > 0 and "ckpt_path=auto" in best.overrides
+    assert "best of 1 trials" in proc.stdout
