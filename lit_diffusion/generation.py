@@ -94,13 +94,15 @@ def cycled_prompts(prompts: Sequence[str], first: int, count: int, per_prompt: i
 
 def draw(model, n: int, *, sampler: dict | None, seed: int, batch_size: int,
          class_labels: Sequence[int] | None = None, prompts: Sequence[str] | None = None, per_prompt: int = 1,
-         guider: Any = None, callback=None) -> Iterator[SampleResult]:
-    """Images 0 … n − 1 of run ``seed``, ``batch_size`` at a time (prompts: see :func:`cycled_prompts`)."""
+         guider: Any = None, callback=None, conditions: Mapping[str, Any] | None = None) -> Iterator[SampleResult]:
+    """Images 0 … n − 1 of run ``seed``, ``batch_size`` at a time (prompts: see :func:`cycled_prompts`);
+    ``conditions``: batch entries with a row per image (e.g. the ``low_res`` inputs of a super-resolution model)."""
     if n < 1 or batch_size < 1:
         raise UserError(f"n={n} and batch_size={batch_size} must both be positive")
+    given = dict(conditions or {})
     for first in range(0, n, batch_size):
         size = min(batch_size, n - first)
-        conditions = {}
+        conditions = {key: value[first:first + size] for key, value in given.items()}
         if class_labels is not None:
             conditions["label"] = cycled_labels(class_labels, first, size, model.device)
         if prompts is not None:

@@ -26,6 +26,18 @@ def to_grid(images: Tensor, nrow: int | None = None) -> Tensor:
     return torchvision.utils.make_grid((images.float().clamp(-1, 1) + 1) / 2, nrow=nrow, padding=2)
 
 
+def interleave_rows(sets: list[Tensor], nrow: int) -> Tensor:
+    """Image sets of equal length as one sequence for a grid of ``nrow`` columns: row k of every set in turn
+    (e.g. input | output | reference rows of a paired task).  A set whose images differ in size (a low-resolution
+    input) is enlarged to the first set's size (nearest neighbour), a grey one repeated to its channels."""
+    height, width = sets[0].shape[-2:]
+    channels = max(s.shape[1] for s in sets)
+    shown = [torch.nn.functional.interpolate(s.float(), size=(height, width), mode="nearest")
+             .expand(-1, channels, -1, -1) for s in sets]
+    chunks = [s.split(nrow) for s in shown]
+    return torch.cat([chunk for group in zip(*chunks) for chunk in group])
+
+
 def save_grid(images: Tensor, path: Path, nrow: int | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torchvision.utils.save_image(to_grid(images, nrow), path)

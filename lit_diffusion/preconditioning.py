@@ -68,6 +68,17 @@ class ScorePreconditioning:
         return torch.ones_like(sigma), c_out, torch.ones_like(sigma), self.noise_cond_scale * sigma.log()
 
 
+class RegressionPreconditioning:
+    """A network that ignores its noisy input and the noise level: c_skip = 0, c_out = 1, c_in = 0, c_noise = 0,
+    so D(x, σ | c) = F(0, 0 | c) — a feed-forward regression model seen as a (degenerate) denoiser, SR3's
+    regression baseline (Saharia et al. 2021, §5.1).  Trained on ‖D − x_0‖² it predicts E[x_0 | c]; any sampler
+    returns its output after one step."""
+
+    def coefficients(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        zeros = torch.zeros_like(sigma)
+        return zeros, torch.ones_like(sigma), zeros, zeros
+
+
 class EDMPreconditioning:
     """c_skip = σ_d²/(σ² + σ_d²), c_out = σ σ_d/√(σ² + σ_d²), c_in = 1/√(σ² + σ_d²), c_noise = ¼ ln σ."""
 

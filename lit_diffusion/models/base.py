@@ -94,9 +94,14 @@ class DiffusionModule(L.LightningModule):
         lr_warmup_steps: linear learning-rate warm-up (Ho et al. 2020 use 5000 steps).
         seed: base seed; the training randomness of step k is a function of (seed, k) only, which makes
             resuming from a checkpoint bit-exact.
+        compile: train with the network compiled by ``torch.compile`` (in place, ``nn.Module.compile``: the
+            state_dict keys and checkpoints stay those of the plain network); sampling and evaluation from a
+            checkpoint, and the EMA copy (made before), run it uncompiled.
     """
 
     variance_head = False
+    loss_norm = 2
+    """p of the objective's ‖F − target‖_p^p: 2 (every framework's L2) or 1 (SR3 / Palette's L1 option)."""
 
     def __init__(
         self,
@@ -111,6 +116,7 @@ class DiffusionModule(L.LightningModule):
         noise: dict | None = None,
         lr_warmup_steps: int = 0,
         seed: int = 0,
+        compile: bool = False,
         run_config: dict | None = None,
     ):
         super().__init__()
@@ -180,7 +186,8 @@ class DiffusionModule(L.LightningModule):
         return sigma, eps, x0 + expand_like(sigma, x0) * eps
 
     def loss(self, x0: Tensor, cond: Mapping[str, Tensor] | None = None) -> Tensor:
-        """EDM's loss in the network's units: λ' ‖F − (x_0 − c_skip x)/c_out‖², mean over pixels and batch."""
+        """EDM's loss in the network's units: λ' ‖F − (x_0 − c_skip x)/c_out‖² (‖·‖₁ with :attr:`loss_norm` 1),
+        mean over pixels and batch."""
         sigma, _, x = self.noisy(x0)
         prediction = self.predict(x, sigma, cond)
         return self.regression_loss(prediction, x0, x, sigma)
@@ -188,14 +195,17 @@ class DiffusionModule(L.LightningModule):
     def regression_loss(self, prediction: Prediction, x0: Tensor, x: Tensor, sigma: Tensor) -> Tensor:
         c_skip, c_out, _, _ = self.preconditioning.coefficients(sigma.to(torch.float64))
         target = (x0 - expand_like(c_skip, x0) * x) / expand_like(c_out, x0)
-        err = ((prediction.raw - target) ** 2).flatten(1).mean(1)
+        diff = prediction.raw - target
+        err = (diff**2 if self.loss_norm == 2 else diff.abs()).flatten(1).mean(1)
         weight = self.loss_weight(sigma)
         return (err * (weight.to(err.dtype) if isinstance(weight, Tensor) else weight)).mean()
 
     def setup(self, stage: str) -> None:
         """Before training, fit what is fitted to the training data: a trained text encoder's tokenizer, on the
-        training captions (rank 0's fit in every process)."""
+        training captions (rank 0's fit in every process); compile the network with ``compile``."""
         if stage == "fit":
+            if self.hparams.get("compile"):
+                self.network.compile()
             self.conditioner.fit(lambda: training_captions(self.trainer.datamodule),
                                  lambda obj: self.trainer.strategy.broadcast(obj, src=0))
 
