@@ -2,11 +2,13 @@
 
     python -m lit_diffusion.evaluate task=sr ckpt=PATH [n=1000] [sampler.steps=100] [out=DIR]
     python -m lit_diffusion.evaluate task=sr ckpt=PATH task.output=bicubic      # the bicubic baseline
+    python -m lit_diffusion.evaluate task=sr ckpt=PATH data=celebahq data.root=DIR data.image_size=128  # other images
 
-Items ``first … first + n − 1`` of the split are degraded by the checkpoint's own pair transforms (the
-``data.pairs`` it was trained with, e.g. ``LowResolution`` ×4), the model is given their conditions and draws
-one output per item (EMA weights unless ``weights=raw``; image i from the noise stream (seed, first + i)), or,
-with ``task.output=bicubic``, the bicubic-upsampled input itself is the output.  Metrics against the
+Items ``first … first + n − 1`` of the split (of the checkpoint's dataset, or ``data=NAME``) are degraded by
+the checkpoint's own pair transforms (the ``data.pairs`` it was trained with, e.g. ``LowResolution`` ×4), the
+model is given their conditions and draws one output per item (EMA weights unless ``weights=raw``; image i from
+the noise stream (seed, first + i)), or, with ``task.output=bicubic``, the bicubic-upsampled input itself is the
+output.  Metrics against the
 references (the clean items):
 
 - ``psnr``, ``ssim``: mean over images, both as uint8 PNGs (data range 1; torchmetrics, SSIM's 11×11 Gaussian
@@ -87,8 +89,8 @@ def super_resolution(cfg: DictConfig) -> dict:
     if key not in model.conditioner.input_keys:
         raise UserError(f"task.key={key}, but the checkpoint is conditioned on {model.conditioner.input_keys or 'nothing'}: "
                         "pass a super-resolution checkpoint (e.g. of experiment=sr3_fashion_mnist)")
-    stored = to_plain(cfg.get("data")) or (model.run_config or {}).get("data") or {}
-    data_cfg = data_config(cfg, model, stored.get("pairs"))
+    given, stored = to_plain(cfg.get("data")) or {}, (model.run_config or {}).get("data") or {}
+    data_cfg = data_config(cfg, model, given.get("pairs") or stored.get("pairs"))  # data=NAME keeps the model's pairs
     dataset = dataset_split(data_cfg, cfg.split)
     degradation = low_resolution_pair(dataset, key)
     sampler = resolve_sampler(model.hparams.sampler, to_plain(cfg.sampler)) if output == "model" else None

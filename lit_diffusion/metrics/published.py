@@ -41,13 +41,21 @@ PUBLISHED: list[dict] = [
     *[dict(family="ldm", model="LDM-KL-8", dataset="LSUN-Churches 256", metric=m, value=v, sampler="ddim (η=0)",
            nfe=400, experiment="ldm_kl8_churches", citation="Rombach et al. 2022, Table 1; CompVis README (400 DDIM steps)")
       for m, v in (("fid", 4.02), ("precision", 0.64), ("recall", 0.52))],
+    *[dict(family="sr3", model=model, dataset="CelebA-HQ 16→128 (trained on FFHQ)", metric=m, value=v, sampler=sampler,
+           nfe=nfe, experiment="sr3_celebahq_16_128",
+           citation="Saharia et al. 2021 (SR3), Table 2; consistency printed ×1e-5 (stored as MSE); values recalled, "
+                    "not checked against the paper text here")
+      for model, sampler, nfe, values in (("SR3", "ancestral (tuned 100-step schedule)", 100, (23.04, 0.65, 2.68e-5)),
+                                          ("Regression (SR3's architecture, L2)", None, 1, (23.96, 0.69, 2.71e-5)))
+      for m, v in zip(("psnr", "ssim", "consistency"), values)],
     *[dict(family="dpm_solver", model="DPM-Solver (score SDE VP checkpoint)", dataset="CIFAR-10", metric="fid",
            value=v, sampler="dpm_solver", nfe=s, experiment=None, citation="Lu et al. 2022, Table 1")
       for s, v in ((10, 4.70), (20, 2.87))],
 ]
 
 FAMILY_OF = {"ddpm": ("ddpm", "ddim", "iddpm", "dpm_solver"), "ncsn": ("ncsn",), "ncsnv2": ("ncsnv2",),
-             "sde": ("sde", "dpm_solver"), "edm": ("edm",), "ldm": ("ldm",)}
+             "sde": ("sde", "dpm_solver"), "edm": ("edm",), "ldm": ("ldm",),
+             "sr3": ("sr3",)}
 """Our experiment prefix → the published families it is compared with."""
 
 

@@ -8,7 +8,7 @@ from lit_diffusion.models.edm import EDM
 from lit_diffusion.models.iddpm import IDDPM
 from lit_diffusion.models.ncsn import NCSN
 from lit_diffusion.models.score_sde import ScoreSDE
-from lit_diffusion.models.sr3 import SR3, Regression
+from lit_diffusion.models.sr3 import Regression, SR3
 
 __all__ = ["Autoencoder", "DDPM", "EDM", "IDDPM", "NCSN", "NoisyClassifier", "DiffusionModule", "Regression", "SR3", "ScoreSDE",
            "TrainingDiverged"]
