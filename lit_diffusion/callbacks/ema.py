@@ -5,15 +5,21 @@ Built on Lightning's :class:`~lightning.pytorch.callbacks.WeightAveraging`, whic
 ``state_dict`` (the raw weights go to ``current_model_state``), so ``load_from_checkpoint`` gives the EMA
 model and resuming restores both.  Added here: the decay warm-up min(decay, (1+n)/(10+n)) of
 TensorFlow's ExponentialMovingAverage (used by the DDPM and score SDE code), an update interval and a
-start step, and the module keeps its raw weights after fit.  Frozen parts (:mod:`lit_diffusion.frozen`) are
-shared with the averaged copy, not averaged, and stored once: the raw-weights copy leaves them out.
+start step, the module keeps its raw weights after fit, the average lives on the training device, and under
+FSDP (``trainer=fsdp``) it is updated from and swapped with the gathered parameters.  Frozen parts
+(:mod:`lit_diffusion.frozen`) are shared with the averaged copy, not averaged, and stored once: the raw-weights
+copy leaves them out.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.strategies import FSDPStrategy
+from torch.distributed.fsdp import FullyShardedDataParallel
 
 from lit_diffusion.frozen import frozen_prefixes, restore_frozen, without_frozen
 from lit_diffusion.models.base import DiffusionModule
@@ -51,6 +57,23 @@ class EMA(WeightAveraging):
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         return step_idx is not None and step_idx >= self.start_step and (step_idx + 1) % self.update_every == 0
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """Build the average on the training device (Lightning moves the module there only after this hook)."""
+        self._device = self._device or trainer.strategy.root_device
+        super().setup(trainer, pl_module, stage)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        with whole_parameters(trainer, writeback=False):
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        with whole_parameters(trainer, writeback=True):
+            super().on_validation_epoch_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        with whole_parameters(trainer, writeback=True):
+            super().on_validation_epoch_end(trainer, pl_module)
+
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         super().on_save_checkpoint(trainer, pl_module, checkpoint)
         if "current_model_state" in checkpoint:
@@ -70,6 +93,14 @@ class EMA(WeightAveraging):
     def averaged_module(self) -> DiffusionModule | None:
         """The EMA copy of the LightningModule (None outside fit)."""
         return None if self._average_model is None else self._average_model.module
+
+
+def whole_parameters(trainer: L.Trainer, writeback: bool) -> contextlib.AbstractContextManager:
+    """Inside the block the module's parameters are whole (FSDP gathers its shards, and with ``writeback`` keeps
+    the changes made to them); under other strategies they already are."""
+    if isinstance(trainer.strategy, FSDPStrategy):
+        return FullyShardedDataParallel.summon_full_params(trainer.strategy.model, writeback=writeback)
+    return contextlib.nullcontext()
 
 
 def ema_or_live(trainer: L.Trainer, pl_module: DiffusionModule, use_ema: bool = True) -> DiffusionModule:

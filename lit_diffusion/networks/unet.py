@@ -24,6 +24,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from lit_diffusion.networks.attention import TransformerBlock
@@ -168,6 +169,10 @@ class EmbedSequential(nn.Sequential):
         return x
 
 
+def _call(block: nn.Module, *args: Tensor | None) -> Tensor:
+    return block(*args)
+
+
 # cond key -> the constructor argument that configures its route
 _ROUTE_ARGS = {"vector": "vector_dim", "concat": "concat_channels", "crossattn": "context_dim",
                "crossattn_mask": "context_dim"}
@@ -212,6 +217,10 @@ class UNet(nn.Module):
             ``cond["crossattn"]`` of shape (B, L, context_dim), with an optional (B, L) boolean
             ``cond["crossattn_mask"]``, False at padding tokens (sgm's ``crossattn`` route).
         transformer_depth: transformer blocks per spatial transformer (with ``context_dim``).
+        checkpoint: activation checkpointing: while training with gradients, every down/middle/up block (its
+            residual and attention blocks) keeps only its inputs and recomputes its activations in the backward
+            pass (Chen et al. 2016; ADM's ``use_checkpoint``): less memory for one more forward pass; the same
+            loss and gradients.
     """
 
     def __init__(self, in_channels: int = 3, out_channels: int | None = None, image_size: int = 32,
@@ -220,7 +229,8 @@ class UNet(nn.Module):
                  num_head_channels: int | None = None,
                  time_embedding: str = "sinusoidal", fourier_scale: float = 16.0, resblock_updown: bool = False,
                  skip_rescale: bool = False, num_groups: int = 32, vector_dim: int | None = None,
-                 concat_channels: int = 0, context_dim: int | None = None, transformer_depth: int = 1):
+                 concat_channels: int = 0, context_dim: int | None = None, transformer_depth: int = 1,
+                 checkpoint: bool = False):
         super().__init__()
         channel_mult, attention_resolutions = tuple(channel_mult), tuple(attention_resolutions)
         num_levels = len(channel_mult)
@@ -244,6 +254,7 @@ class UNet(nn.Module):
         emb_ch = 4 * base_channels
         self.in_channels, self.out_channels = in_channels, out_channels or in_channels
         self.image_size = image_size
+        self.checkpoint = checkpoint
         self.vector_dim, self.concat_channels, self.context_dim = vector_dim, concat_channels, context_dim
         self.noise_embed = noise_embed
         self.time_mlp = nn.Sequential(nn.Linear(base_channels, emb_ch), nn.SiLU(), nn.Linear(emb_ch, emb_ch))
@@ -322,12 +333,14 @@ class UNet(nn.Module):
         context = cond["crossattn"].to(x.dtype) if "crossattn" in cond else None
         context_mask = cond.get("crossattn_mask")
 
+        checkpointed = self.checkpoint and self.training and torch.is_grad_enabled()
+        run = partial(torch.utils.checkpoint.checkpoint, use_reentrant=False) if checkpointed else _call
         hs = [self.conv_in(x)]
         for block in self.down:
-            hs.append(block(hs[-1], emb, context, context_mask))
-        h = self.mid(hs[-1], emb, context, context_mask)
+            hs.append(run(block, hs[-1], emb, context, context_mask))
+        h = run(self.mid, hs[-1], emb, context, context_mask)
         for block in self.up:
-            h = block(torch.cat([h, hs.pop()], dim=1), emb, context, context_mask)
+            h = run(block, torch.cat([h, hs.pop()], dim=1), emb, context, context_mask)
         return self.out(h)
 
     def _check_cond(self, x: Tensor, cond: Mapping[str, Tensor]) -> None:

@@ -1,0 +1,87 @@
+"""GPU-scale training options, checked on CPU: the FSDP strategy config, activation checkpointing, torch.compile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+from lightning.pytorch.strategies import FSDPStrategy
+from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+from cli import TINY
+from lit_diffusion.errors import UserError
+from lit_diffusion.networks import UNet
+from lit_diffusion.networks.unet import AttentionBlock, ResBlock, SpatialTransformer
+from lit_diffusion.run import build_model
+from lit_diffusion.strategies import fsdp
+
+
+def training_config(*overrides: str):
+    with initialize_config_module("lit_diffusion.configs", version_base="1.3"):
+        return compose("config", overrides=[*TINY, "paths.output_dir=/tmp/unused", *overrides])
+
+
+def test_fsdp_config_builds_the_strategy_with_one_unit_per_unet_block():
+    cfg = training_config("trainer=fsdp")
+    assert (cfg.trainer.accelerator, cfg.trainer.precision) == ("gpu", "bf16-mixed")
+    strategy = instantiate(cfg.trainer.strategy)
+    assert isinstance(strategy, FSDPStrategy)
+    policy = strategy.kwargs["auto_wrap_policy"]
+    assert isinstance(policy, ModuleWrapPolicy)
+    assert policy._module_classes == {ResBlock, AttentionBlock, SpatialTransformer}
+    assert strategy._state_dict_type == "full"  # one consolidated checkpoint file: sample/evaluate read it as is
+    assert strategy.kwargs["use_orig_params"]  # parameter names and order as in the module (EMA, optimizer)
+    assert not strategy._activation_checkpointing_kwargs
+    checkpointed = fsdp(activation_checkpointing=["lit_diffusion.networks.unet.ResBlock"])
+    assert checkpointed._activation_checkpointing_kwargs["auto_wrap_policy"]._module_classes == {ResBlock}
+    with pytest.raises(UserError, match="refusing to build 'os.system'"):
+        fsdp(wrap=["os.system"])
+
+
+def saved_activations(net: UNet, x, sigma, cond) -> tuple[torch.Tensor, list[torch.Tensor], int]:
+    """Loss, parameter gradients and the number of tensors autograd kept for the backward pass."""
+    saved = []
+    torch.manual_seed(1)  # dropout
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        loss = net(x, sigma, cond).square().mean()
+    grads = torch.autograd.grad(loss, list(net.parameters()))
+    return loss, grads, len(saved)
+
+
+def test_activation_checkpointing_keeps_loss_and_gradients_and_saves_fewer_activations():
+    torch.manual_seed(0)
+    net = UNet(in_channels=2, image_size=8, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+               attention_resolutions=(8, 4), dropout=0.2, num_groups=4, context_dim=6, num_heads=2).train()
+    for p in net.parameters():  # zero-initialised output convs would hide most gradients
+        torch.nn.init.normal_(p, std=0.2)
+    x, sigma, cond = torch.randn(3, 2, 8, 8), torch.rand(3), {"crossattn": torch.randn(3, 5, 6)}
+    loss, grads, plain = saved_activations(net, x, sigma, cond)
+    net.checkpoint = True
+    loss_ckpt, grads_ckpt, checkpointed = saved_activations(net, x, sigma, cond)
+    assert torch.equal(loss, loss_ckpt)
+    for g, g_ckpt in zip(grads, grads_ckpt):
+        torch.testing.assert_close(g_ckpt, g, rtol=1e-6, atol=1e-7)
+    assert checkpointed < plain / 3  # only the blocks' inputs are kept
+    net.eval()  # outside training (sampling, validation) the forward pass is the plain one
+    evaluated = saved_activations(net, x, sigma, cond)[2]
+    net.checkpoint = False
+    assert saved_activations(net, x, sigma, cond)[2] == evaluated
+
+
+def test_network_checkpoint_is_a_config_option():
+    assert build_model(training_config("network.checkpoint=true")).network.checkpoint
+
+
+def test_compile_flag_compiles_the_network_in_place_for_training_only():
+    """``model.compile=true`` compiles at fit's setup, in place: the state_dict keys (checkpoints) do not change.
+    (Compiling the tiny UNet takes minutes on this CPU, so the compiled forward pass itself is not run here.)"""
+    plain = build_model(training_config())
+    model = build_model(training_config("model.compile=true"))
+    assert model.network._compiled_call_impl is None  # built (and loaded by sample/evaluate) uncompiled
+    model.setup("fit")
+    assert model.network._compiled_call_impl is not None
+    assert list(model.state_dict()) == list(plain.state_dict())
+    plain.load_state_dict(model.state_dict())
+    plain.setup("fit")
+    assert plain.network._compiled_call_impl is None
