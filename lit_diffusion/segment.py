@@ -1,0 +1,186 @@
+"""Segmentation entry point: diffusion features, mask diffusion and a UNet from scratch on the same labelled
+images (:mod:`lit_diffusion.tasks.segmentation`).
+
+    python -m lit_diffusion.segment method=features ckpt=DDPM.ckpt labelled=10 out=DIR   # Baranchuk et al. 2022
+    python -m lit_diffusion.segment method=diffusion ckpt=SEGDIFF.ckpt samples=4 out=DIR  # SegDiff / MedSegDiff
+    python -m lit_diffusion.segment method=unet labelled=10 out=DIR                       # supervised baseline
+
+``features``: an unconditional DDPM of the images (``segfeatures_mnist_canvas``) stays frozen; its decoder
+features label the pixels of the first ``labelled`` training images, on which an ensemble of MLPs is trained
+(at most ``features.max_pixels`` pixels, drawn uniformly).  ``diffusion``: a model that diffuses the one-hot
+segmentation map given the image (``segdiff_mnist_canvas``, trained on its ``data.labelled`` images) draws
+``samples`` maps per image; their mean gives the labels, their variance the uncertainty.  ``unet``: the same
+UNet trained by cross-entropy from scratch on the ``labelled`` images.  Every method is scored on the first
+``n`` validation images (canvases of held-out digits): mIoU, mean Dice, per-class IoU/Dice and pixel accuracy
+(:mod:`lit_diffusion.metrics.segmentation`).  Written to ``out``: ``metrics.json`` (with NFE, wall time and
+the protocol), ``input.png | prediction.png | target.png`` grids (``uncertainty.png`` for mask diffusion).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Subset
+
+from lit_diffusion.checkpoint import model_from_checkpoint, resolve_device
+from lit_diffusion.cli import entry_point
+from lit_diffusion.config import safe_instantiate, to_plain
+from lit_diffusion.datamodules.mnist_canvas import NUM_CLASSES
+from lit_diffusion.errors import UserError
+from lit_diffusion.images import save_grid
+from lit_diffusion.metrics.features import file_sha256
+from lit_diffusion.metrics.images import dataset_split
+from lit_diffusion.metrics.segmentation import segmentation_metrics
+from lit_diffusion.provenance import versions
+from lit_diffusion.sampling import resolve_sampler
+from lit_diffusion.tasks.features import DecoderFeatures
+from lit_diffusion.tasks.segmentation import PixelEnsemble, PlainUNet, fit, sample_segmentations
+
+METHODS = ("features", "diffusion", "unet")
+PALETTE = torch.tensor([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+                        [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 190]]) / 255
+"""A colour per label (background black) for the grids."""
+
+
+def batches(dataset, items, batch_size: int):
+    return DataLoader(Subset(dataset, list(items)), batch_size=batch_size, shuffle=False)
+
+
+def labelled_canvases(cfg: DictConfig, data: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``labelled`` distinct training images (all when null) and their label maps."""
+    train = dataset_split({**data, "target": "image", "labelled": cfg.labelled}, "train")
+    parts = [(b["image"], b["segmentation"]) for b in batches(train, range(train.dataset.canvases), cfg.batch_size)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def by_features(cfg: DictConfig, model, images, labels, val, items, device) -> dict:
+    """Baranchuk et al.: decoder features of the frozen DDPM, an MLP ensemble on the labelled pixels."""
+    options = cfg.features
+    extractor = DecoderFeatures(model, options.blocks, options.levels, cfg.seed)
+    chunks = [extractor(x.to(device)).cpu() for x in images.split(cfg.batch_size)]
+    pixels = torch.cat([c.permute(0, 2, 3, 1).reshape(-1, c.shape[1]) for c in chunks])
+    targets = labels.flatten()
+    if len(pixels) > options.max_pixels:  # a uniform draw of the labelled pixels
+        keep = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(cfg.seed))[:options.max_pixels]
+        pixels, targets = pixels[keep], targets[keep]
+    ensemble = PixelEnsemble(pixels.shape[1], NUM_CLASSES, options.members)
+    losses = ensemble.fit(pixels, targets, steps=options.steps, batch_size=options.pixel_batch, lr=options.lr,
+                          seed=cfg.seed)
+    predicted = torch.cat([ensemble(extractor(b["image"].to(device)).cpu())
+                           for b in batches(val, items, cfg.batch_size)])
+    extractor.remove()
+    return {"predicted": predicted, "nfe": len(extractor.sigmas), "feature_dim": pixels.shape[1],
+            "training_pixels": len(pixels), "final_losses": losses}
+
+
+def by_unet(cfg: DictConfig, data: dict, images, labels, val, items, device) -> dict:
+    """The UNet trained from scratch by cross-entropy on the labelled images."""
+    options = cfg.unet
+    torch.manual_seed(cfg.seed)
+    network = PlainUNet(safe_instantiate(options.network, in_channels=1, out_channels=NUM_CLASSES,
+                                         image_size=data["image_size"])).to(device)
+    loss = fit(network, images.to(device), labels.to(device), steps=options.steps, batch_size=options.batch_size,
+               lr=options.lr, seed=cfg.seed)
+    with torch.no_grad():
+        predicted = torch.cat([network(b["image"].to(device)).argmax(1).cpu()
+                               for b in batches(val, items, cfg.batch_size)])
+    return {"predicted": predicted, "nfe": 1, "final_loss": loss,
+            "parameters": sum(p.numel() for p in network.parameters())}
+
+
+def by_diffusion(cfg: DictConfig, model, val, items) -> dict:
+    """Mask diffusion: ``samples`` maps per image given the model's conditions, averaged."""
+    sampler = resolve_sampler(model.hparams.sampler, to_plain(cfg.sampler))
+    keys = model.conditioner.input_keys
+    predicted, uncertainty, nfe, first = [], [], None, 0
+    for batch in batches(val, items, cfg.batch_size):
+        conditions = {key: batch[key].to(model.device) for key in keys}
+        labels, variance, nfe = sample_segmentations(model, conditions, samples=cfg.samples, sampler=sampler,
+                                                     seed=cfg.seed, first=first)
+        predicted.append(labels.cpu())
+        uncertainty.append(variance.cpu())
+        first += len(labels)
+    return {"predicted": torch.cat(predicted), "uncertainty": torch.cat(uncertainty), "nfe": nfe * cfg.samples,
+            "sampler": sampler, "samples": cfg.samples}
+
+
+def segment(cfg: DictConfig) -> dict:
+    start = time.perf_counter()
+    if cfg.method not in METHODS:
+        raise UserError(f"unknown segmentation method '{cfg.method}': choose method={' | '.join(METHODS)}")
+    if (cfg.method == "unet") == bool(cfg.ckpt):
+        raise UserError("method=features and method=diffusion read a diffusion checkpoint (ckpt=PATH); method=unet "
+                        "trains from scratch and takes none (ckpt=null)")
+    device = resolve_device(cfg.device)
+    model = model_from_checkpoint(cfg.ckpt, cfg.weights, cfg.device) if cfg.ckpt else None
+    data = to_plain(cfg.get("data")) or ((model.run_config or {}).get("data") if model is not None else None)
+    if data is None:
+        raise UserError("no dataset: pass data=mnist_canvas (the checkpoint has no run config to take it from)")
+    data = {**data, **({"root": cfg.data_root} if cfg.data_root else {})}
+    val = dataset_split({**data, "labelled": None}, "val")
+    items = range(len(val) if cfg.n is None else min(cfg.n, len(val)))
+    result: dict[str, Any]
+    if cfg.method == "diffusion":
+        if data.get("target") != "segmentation" or not model.conditioner.input_keys:
+            raise UserError("method=diffusion needs a model that diffuses segmentation maps (data.target="
+                            "segmentation, e.g. experiment=segdiff_mnist_canvas)")
+        result = by_diffusion(cfg, model, val, items)
+        labelled = data.get("labelled")
+    else:
+        images, labels = labelled_canvases(cfg, data)
+        labelled = len(images)
+        result = (by_features(cfg, model, images, labels, val, items, device) if cfg.method == "features"
+                  else by_unet(cfg, data, images, labels, val, items, device))
+    shown = [val[i] for i in items]
+    inputs = torch.stack([s.get("canvas", s["image"]) for s in shown])
+    target = torch.stack([s["segmentation"] for s in shown])
+    metrics = segmentation_metrics(result["predicted"], target, NUM_CLASSES)
+    out = Path(cfg.out) if cfg.out else Path(HydraConfig.get().runtime.output_dir)
+    files = write_grids(out, inputs, result, target)
+    record = {
+        "task": "segmentation", "method": cfg.method, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "labelled_images": labelled, "metrics": metrics, "n_val": len(items),
+        **{k: v for k, v in result.items() if k not in ("predicted", "uncertainty")},
+        "options": to_plain(cfg.features) if cfg.method == "features" else to_plain(cfg.unet) if cfg.method == "unet"
+        else None, "data": data, "seed": cfg.seed,
+        "checkpoint": str(Path(cfg.ckpt).absolute()) if cfg.ckpt else None,
+        "checkpoint_sha256": file_sha256(Path(cfg.ckpt)) if cfg.ckpt else None, "weights": cfg.weights,
+        "files": files, "versions": versions(), "device": str(device), "wall_seconds": time.perf_counter() - start,
+    }
+    if "uncertainty" in result:
+        wrong = result["predicted"] != target
+        variance = result["uncertainty"]
+        record["uncertainty"] = {"mean_variance_wrong_pixels": variance[wrong].mean().item() if wrong.any() else None,
+                                 "mean_variance_right_pixels": variance[~wrong].mean().item()}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(record, indent=2, default=str))
+    print(f"segmentation ({cfg.method}, {labelled} labelled): mIoU {metrics['miou']:.4f}, Dice {metrics['dice']:.4f}, "
+          f"pixel accuracy {metrics['pixel_accuracy']:.4f} [{record['wall_seconds']:.1f} s]\nwrote {out}")
+    return record
+
+
+def colour(labels: torch.Tensor) -> torch.Tensor:
+    """Label maps (B, H, W) → RGB images in [-1, 1]."""
+    return PALETTE[labels].permute(0, 3, 1, 2) * 2 - 1
+
+
+def write_grids(out: Path, inputs: torch.Tensor, result: dict, target: torch.Tensor, count: int = 64) -> dict:
+    grids = {"input": inputs[:count], "prediction": colour(result["predicted"][:count]),
+             "target": colour(target[:count])}
+    if "uncertainty" in result:
+        variance = result["uncertainty"][:count, None]
+        grids["uncertainty"] = variance / variance.amax().clamp(min=1e-12) * 2 - 1
+    return {name: str(save_grid(images, out / f"{name}.png")) for name, images in grids.items()}
+
+
+main = entry_point("segment")(segment)
+
+if __name__ == "__main__":
+    main()
