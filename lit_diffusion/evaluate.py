@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import io
 import json
 import math
 import time
@@ -33,6 +34,7 @@ from lit_diffusion.checkpoint import model_from_checkpoint, resolve_device
 from lit_diffusion.cli import entry_point
 from lit_diffusion.config import to_plain
 from lit_diffusion.errors import UserError
+from lit_diffusion.files import atomic_write_text, locked
 from lit_diffusion.generation import build_guider, draw, guider_spec, model_classes
 from lit_diffusion.image_to_image import super_resolution
 from lit_diffusion.images import to_uint8
@@ -196,8 +198,7 @@ def reconstruction_quality(cfg: DictConfig, model: Autoencoder, start: float) ->
 
 def write(result: dict, cfg: DictConfig) -> None:
     out = Path(cfg.out) if cfg.out else Path(HydraConfig.get().runtime.output_dir) / "result.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str))
+    atomic_write_text(out, json.dumps(result, indent=2, default=str))
     lines = [f"{k}: {v['mean']:.6g}" + (f" ± {v['std']:.3g} (min {v['min']:.6g})" if len(result["seeds"]) > 1 else "")
              for k, v in result["summary"].items()]
     print(f"{result['name']}: " + ", ".join(lines) + f"  [{result['wall_seconds']:.1f} s]\nwrote {out}")
@@ -225,14 +226,16 @@ def csv_row(result: dict, json_path: Path) -> dict:
 
 
 def append_csv(path: Path, row: dict) -> None:
-    """Append a row; a file with other columns gets the union of both (rewritten once)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = list(csv.DictReader(path.open())) if path.is_file() else []
-    columns = list(dict.fromkeys([*(rows[0].keys() if rows else []), *row]))
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, columns)
+    """Append a row; a file with other columns gets the union of both.  The file is rewritten whole (atomically)
+    under a lock, so concurrent evaluations appending to one CSV keep every row, each whole."""
+    with locked(path):
+        rows = list(csv.DictReader(path.open(newline=""))) if path.is_file() else []
+        columns = list(dict.fromkeys([*(rows[0].keys() if rows else []), *row]))
+        text = io.StringIO()
+        writer = csv.DictWriter(text, columns)
         writer.writeheader()
         writer.writerows([*rows, row])
+        atomic_write_text(path, text.getvalue())
 
 
 main = entry_point("evaluate")(evaluate)

@@ -27,6 +27,7 @@ from lit_diffusion.checkpoint import model_from_checkpoint
 from lit_diffusion.cli import entry_point
 from lit_diffusion.config import safe_instantiate
 from lit_diffusion.errors import UserError
+from lit_diffusion.files import atomic_write_text
 from lit_diffusion.samplers.ode import ode_drift, solve_ode
 from lit_diffusion.samplers.score import as_sde
 from lit_diffusion.sampling import CountingDenoiser
@@ -132,7 +133,7 @@ def likelihood(cfg: DictConfig) -> dict:
               "seed": cfg.seed, **space_of(model)}
     print(json.dumps(result, indent=2))
     if cfg.out:
-        Path(cfg.out).write_text(json.dumps(result, indent=2))
+        atomic_write_text(Path(cfg.out), json.dumps(result, indent=2))
     return result
 
 

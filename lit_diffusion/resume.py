@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,8 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
+
+from lit_diffusion.files import atomic_write
 
 AUTO = "auto"
 LAST = "last.ckpt"
@@ -50,7 +51,8 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to ``.<name>.<pid>.tmp`` beside the target, ``fsync``, then ``os.replace`` onto it.
+    """``torch.save`` to ``.<name>.<random>.tmp`` beside the target, ``fsync``, then ``os.replace`` onto it
+    (:func:`lit_diffusion.files.atomic_write`).
 
     Remote paths (``s3://`` …) go to Lightning's IO.  A temporary file left by a killed process is removed
     by the next write of the same checkpoint.
@@ -60,34 +62,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # one writer per checkpoint: these are dead
             stale.unlink(missing_ok=True)
-        try:
-            with open(temp, "wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (best effort: not every OS or file system allows it)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        atomic_write(path, lambda file: torch.save(checkpoint, file))
 
 
 def reopen_cut_epoch(checkpoint: dict) -> bool:

@@ -22,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lit_diffusion.errors import UserError
+from lit_diffusion.files import atomic_write_text
 
 TRIAL_FILE = "objective.yaml"
 BEST_FILE = "best_trial.yaml"
@@ -52,8 +53,9 @@ class BestTrial(Callback):
                 or job_return.return_value is None:
             return
         folder = Path(config.hydra.runtime.output_dir)
-        OmegaConf.save({"objective": config.get("objective"), "value": float(job_return.return_value),
-                        "folder": str(folder), "overrides": list(job_return.overrides)}, folder / TRIAL_FILE)
+        trial = {"objective": config.get("objective"), "value": float(job_return.return_value), "folder": str(folder),
+                 "overrides": list(job_return.overrides)}
+        atomic_write_text(folder / TRIAL_FILE, OmegaConf.to_yaml(trial))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -63,6 +65,6 @@ class BestTrial(Callback):
             return
         sign = 1.0 if minimizes(config) else -1.0
         best = min(trials, key=lambda t: sign * t["value"])
-        OmegaConf.save({**best, "trials": len(trials)}, sweep_dir / BEST_FILE)
+        atomic_write_text(sweep_dir / BEST_FILE, OmegaConf.to_yaml({**best, "trials": len(trials)}))
         print(f"best of {len(trials)} trials: {best['objective']}={best['value']:.6g} in {best['folder']}\n"
               f"  overrides: {' '.join(best['overrides'])}\n  written to {sweep_dir / BEST_FILE}")

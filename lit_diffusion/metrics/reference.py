@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lit_diffusion.files import atomic_write
 from lit_diffusion.metrics.features import extract
 from lit_diffusion.metrics.images import cache_fields, dataset_images
 
@@ -55,10 +56,9 @@ def reference_features(fields: dict, compute: Callable[[], Tensor]) -> Reference
         with np.load(path, allow_pickle=False) as data:
             return Reference(key, json.loads(str(data["fields"])), torch.from_numpy(data["features"]), path, True)
     features = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".tmp.npz")
-    np.savez(partial, features=features.float().numpy(), fields=json.dumps(fields, sort_keys=True, default=str))
-    partial.replace(path)  # atomic: a crashed run never leaves a truncated entry
+    # atomic: a crashed run never leaves a truncated entry, and two runs computing it at once each write a whole one
+    atomic_write(path, lambda file: np.savez(file, features=features.float().numpy(),
+                                             fields=json.dumps(fields, sort_keys=True, default=str)))
     return Reference(key, fields, features, path, False)
 
 
