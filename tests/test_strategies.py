@@ -1,16 +1,21 @@
-"""GPU-scale training options, checked on CPU: the FSDP strategy config, activation checkpointing, torch.compile."""
+"""GPU-scale training options, checked on CPU: the FSDP strategy config, activation checkpointing, torch.compile,
+gradient accumulation."""
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import FSDPStrategy
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
 from cli import TINY
+from lit_diffusion.config import safe_instantiate
 from lit_diffusion.errors import UserError
+from lit_diffusion.models.base import step_seed
 from lit_diffusion.networks import UNet
 from lit_diffusion.networks.unet import AttentionBlock, ResBlock, SpatialTransformer
 from lit_diffusion.run import build_model
@@ -85,3 +90,25 @@ def test_compile_flag_compiles_the_network_in_place_for_training_only():
     plain.load_state_dict(model.state_dict())
     plain.setup("fit")
     assert plain.network._compiled_call_impl is None
+
+
+class SeedRecorder(Callback):
+    def __init__(self):
+        self.seeds = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.seeds.append((trainer.global_step, torch.initial_seed()))
+
+
+def test_gradient_accumulation_draws_new_noise_for_every_batch_of_a_step():
+    """trainer.accumulate_grad_batches=2: the two batches of one optimizer step get their own σ and ε (the first
+    one the seed it has without accumulation)."""
+    cfg = training_config("trainer.max_steps=2", "data.batch_size=4")
+    recorder = SeedRecorder()
+    trainer = L.Trainer(max_steps=2, accumulate_grad_batches=2, callbacks=[recorder], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, num_sanity_val_steps=0)
+    trainer.fit(build_model(cfg), datamodule=safe_instantiate(cfg.data))
+    seeds = [seed for _, seed in recorder.seeds]
+    assert len(seeds) == 4 and len(set(seeds)) == 4
+    assert seeds[0] == step_seed(cfg.seed, 0) and seeds[2] == step_seed(cfg.seed, 1)

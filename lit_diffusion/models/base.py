@@ -64,12 +64,14 @@ def pad_batch(tensors: tuple[Tensor, ...], multiple: int) -> tuple[Tensor, ...]:
     return tuple(torch.cat([t, t[-1:].expand(missing, *t.shape[1:])]) for t in tensors)
 
 
-def step_seed(seed: int, step: int, rank: int = 0) -> int:
-    """Seed for the training randomness (noise levels, ε, dropout) of one optimizer step in process ``rank``:
-    rank 0 keeps the one-process seeds; other ranks get mixed ones (torch's CPU generator reads 32 bits only)."""
-    if rank == 0:
+def step_seed(seed: int, step: int, rank: int = 0, micro: int = 0) -> int:
+    """Seed for the training randomness (noise levels, ε, dropout) of one optimizer step in process ``rank``, and
+    of its ``micro``-th batch under gradient accumulation: rank 0's first batch keeps the one-process seeds; the
+    others get mixed ones (torch's CPU generator reads 32 bits only)."""
+    if rank == 0 and micro == 0:
         return (seed * 1_000_003 + step) % (2**63)
-    return int(np.random.SeedSequence([seed % 2**63, step, rank]).generate_state(1, np.uint64)[0] % (2**63))
+    entropy = [seed % 2**63, step, rank] + ([micro] if micro else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] % (2**63))
 
 
 class DiffusionModule(L.LightningModule):
@@ -215,7 +217,8 @@ class DiffusionModule(L.LightningModule):
             self.first_stage.module.fill_cache(self.trainer.datamodule.train_dataloader().dataset)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        torch.manual_seed(step_seed(self.hparams.seed, self.global_step, self.global_rank))
+        micro = batch_idx % self.trainer.accumulate_grad_batches  # its place among the batches of one step
+        torch.manual_seed(step_seed(self.hparams.seed, self.global_step, self.global_rank, micro))
         if self.first_stage is not None:  # scale_by_std: once, at the first step, rank 0's value everywhere
             self.first_stage.module.fit_scale(batch["image"], lambda t: self.trainer.strategy.broadcast(t, src=0))
 
