@@ -126,13 +126,13 @@ def anomaly_detection(cfg: DictConfig) -> dict:
         out = {"input": images, "reconstruction": result.images.clamp(-1, 1), "position": positions,
                "nfe": result.nfe}
         if MASK_KEY in batch:
-            out["mask"] = batch[MASK_KEY]
+            out["mask"] = batch[MASK_KEY].float()
         if ANOMALOUS_KEY in batch:  # the same images with an anomaly, reconstructed from the same noise
             again = PerImageGenerator(cfg.seed, first, len(images), model.device)
             changed = reconstruct(denoiser, process, batch[ANOMALOUS_KEY], sampler, again, noise=noise, **level)
             out |= {"input": torch.cat([images, batch[ANOMALOUS_KEY]]), "position": positions.repeat(2),
                     "reconstruction": torch.cat([out["reconstruction"], changed.images.clamp(-1, 1)]),
-                    "mask": torch.cat([torch.zeros_like(batch[MASK_KEY]), batch[MASK_KEY]]),
+                    "mask": torch.cat([torch.zeros_like(out["mask"]), out["mask"]]),
                     "anomalous": torch.arange(2 * len(images)) >= len(images)}
         return out
 

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from cli import run_cli, train_tiny
 from hydra import compose, initialize_config_module
+from PIL import Image
 from test_tasks import DATA
 
 from lit_diffusion.anomaly import anomaly_detection
 from lit_diffusion.datamodules import MNISTDataModule
 from lit_diffusion.datamodules.anomalies import SyntheticAnomaly
 from lit_diffusion.datamodules.base import item_labels
+from lit_diffusion.datamodules.mvtec import MVTecADDataModule
 from lit_diffusion.errors import UserError
 from lit_diffusion.evaluate import evaluate
 from lit_diffusion.metrics.anomaly import image_metrics, pixel_metrics
@@ -253,3 +256,49 @@ def test_metrics_of_separable_and_known_cases():
     assert found["dice"] == pytest.approx(2 * 2 / (2 + 3)) and found["iou"] == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         pixel_metrics(masks * 2, masks)
+
+
+def write_mvtec(root: Path, size: int = 40) -> Path:
+    """A tiny MVTec AD category in the archive's layout: 4 good training images, 2 good and 3 defective test
+    images of two defect types with their masks."""
+    rng = np.random.default_rng(0)
+    folder = root / "bottle"
+    files = {"train/good": 4, "test/good": 2, "test/crack": 2, "test/scratch": 1}
+    for sub, count in files.items():
+        (folder / sub).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / sub / f"{i:03d}.png")
+            if sub.startswith("test/") and sub != "test/good":
+                mask = np.zeros((size, size), dtype=np.uint8)
+                mask[5 + i: 15 + i, 10:30] = 255
+                (folder / "ground_truth" / sub[5:]).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(mask).save(folder / "ground_truth" / sub[5:] / f"{i:03d}_mask.png")
+    return root
+
+
+def test_mvtec_layout_loads_labels_and_masks(tmp_path):
+    root = write_mvtec(tmp_path / "mvtec")
+    data = MVTecADDataModule(root=str(root), category="bottle", image_size=20, batch_size=2)
+    data.setup()
+    assert len(data.train_set) == 4 and len(data.val_set) == 5 and data.num_classes == 3
+    samples = [data.val_set[i] for i in range(5)]
+    assert [s["label"] for s in samples] == [0, 0, 1, 1, 2]  # good, crack, scratch (sorted)
+    masks = [s["anomaly_mask"] for s in samples]
+    assert all(m.shape == (1, 20, 20) and m.dtype == bool for m in masks)
+    assert not masks[0].any() and masks[2].sum() == 5 * 10 and masks[2][0, 2:7, 5:15].all()  # halved by resizing
+    assert samples[0]["image"].shape == (3, 20, 20)
+    (root / "bottle" / "ground_truth" / "scratch" / "000_mask.png").unlink()
+    with pytest.raises(UserError, match="has no mask"):
+        MVTecADDataModule(root=str(root), image_size=20, batch_size=2).setup()
+    with pytest.raises(UserError, match="mvtec-ad"):
+        MVTecADDataModule(root=str(tmp_path / "nowhere"), batch_size=2).setup()
+
+
+def test_anomaly_entry_scores_dataset_masks(simplex_checkpoint, tmp_path):
+    root = write_mvtec(tmp_path / "mvtec", size=28)
+    result = anomaly_detection(composed("anomaly", f"ckpt={simplex_checkpoint}", "data=mvtec", f"data.root={root}",
+                                        "data.image_size=28", "data.channels=1", "data.batch_size=2",
+                                        "normal_classes=[0]", "sampler.steps=10", f"out={tmp_path / 'out'}"))
+    assert result["n_images"] == 5 and result["metrics"]["n_anomalous"] == 3
+    assert result["metrics"]["anomalous_pixels"] == 3 * 10 * 18 and "pixel_auroc" in result["metrics"]  # 28-px edge
+    assert result["protocol"]["ground_truth"] == "labels [0] normal, the others anomalous"
