@@ -6,6 +6,7 @@ with the protocol written next to every number.
     python -m lit_diffusion.evaluate fake=DIR real=DIR                # two folders (e.g. another framework's samples)
     python -m lit_diffusion.evaluate task=anomaly ckpt=PATH normal_classes=[3] out=DIR   # AnoDDPM (lit_diffusion.anomaly)
     python -m lit_diffusion.evaluate task=sr ckpt=PATH n=1000 out=DIR    # PSNR/SSIM/consistency/FID (lit_diffusion.image_to_image)
+    python -m lit_diffusion.evaluate task=palette ckpt=PATH task.degradation=inpaint out=DIR   # Palette, one task
 
 Generated images are quantised to uint8 like saved PNGs; reference features of a dataset split are cached
 (:mod:`lit_diffusion.metrics.reference`).  The result JSON records n, the reference id and source, sampler,
@@ -36,7 +37,7 @@ from lit_diffusion.config import to_plain
 from lit_diffusion.errors import UserError
 from lit_diffusion.files import atomic_write_text, locked
 from lit_diffusion.generation import build_guider, draw, guider_spec, model_classes
-from lit_diffusion.image_to_image import super_resolution
+from lit_diffusion.image_to_image import image_to_image
 from lit_diffusion.images import to_uint8
 from lit_diffusion.likelihood import model_bits_per_dim, space_of
 from lit_diffusion.metrics import build_extractor, dataset_reference, extract, feature_metrics
@@ -73,7 +74,7 @@ def bits_per_dim_of(model, data_cfg: dict, count: int, seed: int) -> dict:
             **{f"bpd_{k}": v for k, v in space_of(model).items()}}
 
 
-TASKS = {"anomaly": anomaly_detection, "sr": super_resolution}
+TASKS = {"anomaly": anomaly_detection, "sr": image_to_image, "palette": image_to_image}
 """Task evaluations with their own metrics and protocol (``task=NAME``), instead of sample quality."""
 
 

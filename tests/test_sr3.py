@@ -1,5 +1,6 @@
 """SR3 (continuous noise levels, concat conditioning), its regression baseline, the consistency metric in closed
-form, and ``run experiment=sr3_fashion_mnist`` / ``evaluate task=sr`` end to end on tiny checkpoints."""
+form, Palette's one-of-several degradations, and ``run experiment=sr3_fashion_mnist`` / ``palette_fashion_mnist``
+with ``evaluate task=sr`` / ``task=palette`` end to end on tiny checkpoints."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from cli import run_cli, train_tiny
 from hydra import compose, initialize_config_module
 from torch.utils.data import DataLoader
 
-from lit_diffusion.datamodules.pairs import LowResolution
+from lit_diffusion.datamodules.pairs import LowResolution, OneOf
 from lit_diffusion.edit import psnr_ssim
 from lit_diffusion.errors import UserError
-from lit_diffusion.image_to_image import consistency, super_resolution
+from lit_diffusion.image_to_image import consistency, image_to_image
 from lit_diffusion.metrics.images import dataset_split
 from lit_diffusion.models import SR3, Regression
 from lit_diffusion.models.sr3 import piecewise_uniform_gamma
@@ -116,19 +117,19 @@ def sr3_run(tmp_path_factory):
         pytest.skip(f"Fashion-MNIST is not installed at {FASHION_MNIST} (apt-get install dataset-fashion-mnist)")
     root = tmp_path_factory.mktemp("sr3")
     runs = {}
-    for experiment, steps in (("sr3_fashion_mnist", 3), ("sr3_regression_fashion_mnist", 1)):
+    for experiment, steps in (("sr3_fashion_mnist", 3), ("sr3_regression_fashion_mnist", 1), ("palette_fashion_mnist", 2)):
         runs[experiment] = root / experiment
         train_tiny(runs[experiment], f"experiment={experiment}", f"sampler.steps={steps}", "trainer.max_steps=3",
                    "callbacks.sample_grid.num_samples=4", "callbacks.sample_grid.every_n_steps=0")
     return root, runs
 
 
-def evaluate_sr(ckpt: Path, out: Path, *overrides: str) -> dict:
-    """``evaluate task=sr`` in this process (the entry point itself is run once, below)."""
+def evaluate_sr(ckpt: Path, out: Path, *overrides: str, task: str = "sr") -> dict:
+    """``evaluate task=sr`` (or palette) in this process (the entry point itself is run once, below)."""
     with initialize_config_module("lit_diffusion.configs", version_base="1.3"):
-        cfg = compose("evaluate", overrides=["task=sr", f"ckpt={ckpt}", "n=10", "batch_size=4",
+        cfg = compose("evaluate", overrides=[f"task={task}", f"ckpt={ckpt}", "n=10", "batch_size=4",
                                              "extractor=random_conv", f"out={out}", *overrides])
-    return super_resolution(cfg)
+    return image_to_image(cfg)
 
 
 @pytest.mark.slow
@@ -161,6 +162,46 @@ def test_regression_baseline_experiment_samples_in_one_step(sr3_run):
     result = evaluate_sr(runs["sr3_regression_fashion_mnist"] / "checkpoints" / "last.ckpt", root / "reg",
                          "metrics=[psnr,consistency]")
     assert result["nfe"] == 1 and result["sampler"]["steps"] == 1 and set(result["metrics"]) == {"psnr", "consistency"}
+
+
+def test_one_of_draws_one_degradation_per_item_under_common_keys():
+    transform = OneOf({"center": {"_target_": "lit_diffusion.datamodules.pairs.Mask", "kind": "center"},
+                       "jpeg": {"_target_": "lit_diffusion.datamodules.pairs.JPEG", "quality": 10}})
+    image = torch.rand(1, 8, 8) * 2 - 1
+    jpeg = transform.choices["jpeg"]({"image": image}, torch.Generator())["jpeg"]
+    masked = transform.choices["center"]({"image": image}, torch.Generator())["masked_image"]
+    kinds = []
+    for item in range(200):
+        out = transform({"image": image}, torch.Generator().manual_seed(item))
+        assert set(out) == {"source", "mask"} and out["mask"].shape == (1, 8, 8)
+        again = transform({"image": image}, torch.Generator().manual_seed(item))
+        assert torch.equal(out["source"], again["source"])  # fixed per (seed, item)
+        if out["mask"].all():
+            assert torch.equal(out["source"], jpeg)
+        else:
+            assert torch.equal(out["source"], masked) and out["mask"].mean() == 0.75
+        kinds.append(bool(out["mask"].all()))
+    assert 70 < sum(kinds) < 130
+    with pytest.raises(UserError, match="choice 'center'"):
+        OneOf({"center": {"_target_": "lit_diffusion.datamodules.pairs.LowResolution", "factor": 3}}).check((1, 8, 8))
+
+
+@pytest.mark.slow
+def test_palette_experiment_and_evaluate_task_palette_per_degradation(sr3_run):
+    root, runs = sr3_run
+    ckpt = runs["palette_fashion_mnist"] / "checkpoints" / "last.ckpt"
+    assert (runs["palette_fashion_mnist"] / "samples" / "final.png").is_file()
+    model = evaluate_sr(ckpt, root / "pal", "task.degradation=uncrop", "metrics=[psnr,masked,diversity]", task="palette")
+    assert model["nfe"] == 2 and model["metrics"]["missing_fraction"] == pytest.approx(0.5)
+    assert model["metrics"]["pairwise_ssim"] < 1 and model["metrics"]["pairwise_mse"] > 0  # two different samples
+    source = evaluate_sr(ckpt, root / "pal_in", "task.degradation=uncrop", "task.output=input",
+                         "metrics=[psnr,masked]", task="palette")
+    assert source["metrics"]["known_max_abs_error"] == 0  # the input keeps the known half exactly
+    jpeg = evaluate_sr(ckpt, root / "pal_jpeg", "task.degradation=jpeg10", "task.output=input", "metrics=[psnr,masked]",
+                       task="palette")
+    assert "missing_mse" not in jpeg["metrics"] and 15 < jpeg["metrics"]["psnr"] < 40
+    with pytest.raises(UserError, match="task.degradation=colorize"):
+        evaluate_sr(ckpt, root / "x", "task.degradation=colorize", task="palette")
 
 
 def test_evaluate_task_sr_errors_are_one_message(tmp_path):

@@ -18,6 +18,7 @@ epoch, worker, batch size and resumed run.
   JPEG restoration.
 - :class:`Blur` and :class:`Quantize`: Gaussian blur and colour/level quantisation, coarse guides for SDEdit
   (Meng et al. 2022) in place of hand-drawn strokes.
+- :class:`OneOf`: one of several of the above per item, under common keys (Palette's multi-task training).
 
 In a data config they are named entries of ``pairs`` (see :class:`lit_diffusion.datamodules.ImageDataModule`);
 :func:`build_pairs` instantiates and checks them.
@@ -51,6 +52,11 @@ class PairTransform:
 
     keys: tuple[str, ...] = ()
     """The sample keys this transform adds."""
+
+    @property
+    def degraded_key(self) -> str:
+        """The key of the degraded image among :attr:`keys` (what an image-to-image model restores)."""
+        return self.keys[0]
 
     def check(self, image_shape: ImageShape) -> None:
         """Raise :class:`UserError` when the transform cannot apply to images of shape (C, H, W)."""
@@ -145,6 +151,10 @@ class Mask(PairTransform):
         self.kind, self.side = one_of("Mask kind", kind, self.KINDS), one_of("Mask side", side, (*self.SIDES, None))
         self.size, self.min_size, self.max_size, self.max_area = size, min_size, max_size, max_area
         self.keys = (key, masked_key)
+
+    @property
+    def degraded_key(self) -> str:
+        return self.keys[1]
 
     def hole(self, height: int, width: int, generator: torch.Generator) -> tuple[slice, slice]:
         """The rows and columns of the missing rectangle (kinds center, box, half; for expand the known one)."""
@@ -331,6 +341,35 @@ class Quantize(PairTransform):
         return {self.keys[0]: ((sample["image"].clamp(-1, 1) + 1) / 2 * steps).round() / steps * 2 - 1}
 
 
+class OneOf(PairTransform):
+    """One degradation per item, drawn uniformly among ``choices`` (named pair configs) from the item's generator:
+    the input of Palette's multi-task model (Saharia et al. 2022: one model for inpainting, JPEG restoration …).
+    Writes the chosen transform's degraded image to ``key`` and the known-pixel mask to ``mask_key`` (a
+    :class:`Mask`'s mask, 1 = known; all ones for a degradation without missing pixels), so every item carries the
+    same keys whatever its task."""
+
+    def __init__(self, choices: Mapping[str, Any], key: str = "source", mask_key: str = "mask"):
+        if not choices:
+            raise UserError("OneOf needs at least one choice (a named pair config)")
+        self.choices = {name: build_pair(config) for name, config in choices.items()}
+        self.keys = (key, mask_key)
+
+    def check(self, image_shape: ImageShape) -> None:
+        for name, choice in self.choices.items():
+            try:
+                choice.check(image_shape)
+            except UserError as error:
+                raise UserError(f"choice '{name}': {error}") from None
+
+    def __call__(self, sample: dict[str, Any], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        transforms = list(self.choices.values())
+        transform = transforms[int(torch.randint(len(transforms), (), generator=generator))]
+        out = transform(sample, generator)
+        image = sample["image"]
+        mask = out[transform.keys[0]] if isinstance(transform, Mask) else torch.ones_like(image[:1])
+        return {self.keys[0]: out[transform.degraded_key], self.keys[1]: mask}
+
+
 def build_pair(config: Any) -> PairTransform:
     """One pair transform: an instance (Hydra built it already) or a config whose ``_target_`` under
     ``lit_diffusion.`` names a :class:`PairTransform` subclass (checked before anything is constructed)."""
@@ -344,7 +383,8 @@ def build_pair(config: Any) -> PairTransform:
             cls = trusted_class(target)
     if not (isinstance(cls, type) and issubclass(cls, PairTransform)):
         raise UserError(f"not a pair transform (its _target_ is {target!r}): set its _target_ to "
-                        "lit_diffusion.datamodules.pairs.LowResolution, .Mask, .Grayscale, .JPEG, .Blur or .Quantize")
+                        "lit_diffusion.datamodules.pairs.LowResolution, .Mask, .Grayscale, .JPEG, .Blur, .Quantize or "
+                        ".OneOf")
     try:
         return cls(**arguments)
     except TypeError as error:  # a missing or unknown argument

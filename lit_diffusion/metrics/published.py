@@ -68,6 +68,11 @@ PUBLISHED: list[dict] = [
            citation="Baranchuk et al. 2022 (results table of the yandex-research/ddpm-segmentation README)")
       for dataset, v in (("Bedroom-28", 0.461), ("FFHQ-34", 0.570), ("Cat-15", 0.523), ("Horse-21", 0.631),
                          ("CelebA-19", 0.570), ("ADE-Bedroom-30", 0.323))],
+    *[dict(family="palette", model="Palette (JPEG restoration)", dataset=f"ImageNet ctest10k 256, JPEG QF {q}",
+           metric="fid", value=v, sampler="ancestral", nfe=1000, experiment="palette_imagenet_256",
+           citation="Saharia et al. 2022 (Palette), JPEG restoration table, FID-5K; recalled, not checked against "
+                    "the paper text here")
+      for q, v in ((5, 8.3), (10, 5.4), (20, 4.3))],
     *[dict(family="dpm_solver", model="DPM-Solver (score SDE VP checkpoint)", dataset="CIFAR-10", metric="fid",
            value=v, sampler="dpm_solver", nfe=s, experiment=None, citation="Lu et al. 2022, Table 1")
       for s, v in ((10, 4.70), (20, 2.87))],
@@ -75,7 +80,7 @@ PUBLISHED: list[dict] = [
 
 FAMILY_OF = {"ddpm": ("ddpm", "ddim", "iddpm", "dpm_solver"), "ncsn": ("ncsn",), "ncsnv2": ("ncsnv2",),
              "sde": ("sde", "dpm_solver"), "edm": ("edm",), "ldm": ("ldm",),
-             "sr3": ("sr3",), "anoddpm": ("anoddpm",), "segfeatures": ("ddpm_segmentation",),
+             "sr3": ("sr3",), "palette": ("palette",), "anoddpm": ("anoddpm",), "segfeatures": ("ddpm_segmentation",),
              "segdiff": ("ddpm_segmentation",)}
 """Our experiment prefix → the published families it is compared with."""
 
