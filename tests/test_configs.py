@@ -12,7 +12,8 @@ from lit_diffusion.run import build_model
 
 EXPERIMENTS = sorted(p.name[:-5] for p in files("lit_diffusion.configs").joinpath("experiment").iterdir()
                      if p.name.endswith(".yaml"))
-REQUIRED = {"classifier_guidance_mnist": ["model.diffusion_checkpoint=null"]}  # values the user must give (the file is read at build time)
+REQUIRED = {"classifier_guidance_mnist": ["model.diffusion_checkpoint=null"],  # values the user must give (the file is read at build time)
+            "sr3_celebahq_16_128": ["data.root=/tmp/unused"], "palette_imagenet_256": ["data.root=/tmp/unused"]}
 # Latent experiments: a tiny random first stage of the config's kind, latent channels and downsampling factor stands
 # in for the published one, and a narrow UNet of the config's shape for the paper-sized one.
 FIRST_STAGES = {"ldm_celebahq": ("vq", 3, 3), "ldm_kl8_churches": ("kl", 4, 4), "ldm_mnist": ("kl", 3, 3)}
