@@ -180,8 +180,8 @@ class Conditioner(nn.Module):
             if embedder.input_key not in inputs:
                 raise UserError(f"the model is conditioned on '{embedder.input_key}' (conditioner embedder "
                                 f"'{name}'), but the batch has only {sorted(inputs)}; pass it (class labels: "
-                                "class_labels=[...], captions: prompt=\"...\" or prompts=FILE) or use an "
-                                "unconditional model")
+                                "class_labels=[...], captions: prompt=\"...\" or prompts=FILE; images of a dataset: "
+                                "python -m lit_diffusion.evaluate task=sr or task=palette) or use an unconditional model")
             value = inputs[embedder.input_key]
             batch, device = len(value), value.device if isinstance(value, Tensor) else self.device
             if name in drop:
