@@ -13,20 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from lit_diffusion.config import safe_instantiate
+from lit_diffusion.metrics.judge import Classifier
 from lit_diffusion.metrics.scores import feature_metrics
-
-
-class Classifier(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(64 * 7 * 7, 64), nn.ReLU())
-        self.head = nn.Linear(64, 10)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
 
 
 class Judge:

@@ -4,6 +4,7 @@ with the protocol written next to every number.
     python -m lit_diffusion.evaluate ckpt=PATH metrics=[fid,kid,is,pr,bpd] n=50000 sampler=ddim sampler.steps=50 seed=0
     python -m lit_diffusion.evaluate ckpt=PATH seeds=[0,1,2]          # mean ± std and min over seeds (as EDM)
     python -m lit_diffusion.evaluate fake=DIR real=DIR                # two folders (e.g. another framework's samples)
+    python -m lit_diffusion.evaluate ckpt=PATH metrics=[fid,kid,caption_accuracy] prompts=FILE -m guidance_scale=0,1,2,4,8
     python -m lit_diffusion.evaluate task=anomaly ckpt=PATH normal_classes=[3] out=DIR   # AnoDDPM (lit_diffusion.anomaly)
     python -m lit_diffusion.evaluate task=sr ckpt=PATH n=1000 out=DIR    # PSNR/SSIM/consistency/FID (lit_diffusion.image_to_image)
     python -m lit_diffusion.evaluate task=palette ckpt=PATH task.degradation=inpaint out=DIR   # Palette, one task
@@ -11,7 +12,9 @@ with the protocol written next to every number.
 Generated images are quantised to uint8 like saved PNGs; reference features of a dataset split are cached
 (:mod:`lit_diffusion.metrics.reference`).  The result JSON records n, the reference id and source, sampler,
 steps and NFE, EMA or raw weights, seeds, the checkpoint's SHA-256, the extractor and its weights' hash,
-library versions and wall time; a CSV row with the same fields is appended to ``csv``.
+library versions and wall time; a CSV row with the same fields is appended to ``csv``.  Text-to-image checkpoints
+sample from ``prompt``/``prompts`` (cycled over the images) and record the prompts and the text encoder; their
+``caption_accuracy`` and ``clip_score`` come from :mod:`lit_diffusion.metrics.text_alignment`.
 """
 
 from __future__ import annotations
@@ -36,25 +39,32 @@ from lit_diffusion.cli import entry_point
 from lit_diffusion.config import to_plain
 from lit_diffusion.errors import UserError
 from lit_diffusion.files import atomic_write_text, locked
-from lit_diffusion.generation import build_guider, draw, guider_spec, model_classes
+from lit_diffusion.generation import build_guider, cycled_prompts, draw, guider_spec, model_classes, read_prompts
 from lit_diffusion.image_to_image import image_to_image
 from lit_diffusion.images import to_uint8
 from lit_diffusion.likelihood import model_bits_per_dim, space_of
 from lit_diffusion.metrics import build_extractor, dataset_reference, extract, feature_metrics
 from lit_diffusion.metrics.features import file_sha256
 from lit_diffusion.metrics.images import dataset_split, folder_images
+from lit_diffusion.metrics.text_alignment import TEXT_METRICS, build_text_metrics
 from lit_diffusion.models import Autoencoder
 from lit_diffusion.provenance import versions
 from lit_diffusion.sampling import resolve_sampler
+from lit_diffusion.text import describe_text_encoders
 
-SUMMARY_KEYS = ("fid", "kid_mean", "is_mean", "precision", "recall")
+SUMMARY_KEYS = ("fid", "kid_mean", "is_mean", "precision", "recall", "caption_accuracy", "clip_score")
 
 
-def sampled_uint8(results, nfe: list):
-    """uint8 images of sampled batches, noting the NFE per image."""
+def sampled_uint8(results, nfe: list, text_metrics=(), prompts=None):
+    """uint8 images of sampled batches, noting the NFE per image and feeding the text metrics each image's prompt."""
+    first = 0
     for result in results:
         nfe[:] = [result.nfe]
-        yield to_uint8(result.images)
+        images = to_uint8(result.images)
+        for metric in text_metrics:
+            metric.update(images, cycled_prompts(prompts, first, len(images)))
+        first += len(images)
+        yield images
 
 
 def data_config(cfg: DictConfig, model) -> dict | None:
@@ -97,12 +107,15 @@ def evaluate(cfg: DictConfig) -> dict:
     guider = build_guider(guider_spec(to_plain(cfg.guider), cfg.guidance_scale, cfg.classifier), cfg.weights,
                           cfg.device) if model else None
     labels = (list(cfg.class_labels) if cfg.class_labels is not None else model_classes(model)) if model else None
+    prompts = read_prompts(cfg.prompt, to_plain(cfg.prompts)) if model else None
     if "bpd" in metrics and model is None:
         raise UserError("metrics=[bpd] needs ckpt=PATH (bits/dim is a likelihood of the model)")
     extractor = build_extractor(cfg.extractor, **({"inception_weights": cfg.inception_weights}
                                                   if cfg.extractor == "inception" else {}))
     data_cfg = data_config(cfg, model)
-    feature_names = [m for m in metrics if m != "bpd"]
+    feature_names = [m for m in metrics if m not in ("bpd", *TEXT_METRICS)]
+    if any(m in TEXT_METRICS for m in metrics) and model is None:
+        raise UserError("caption_accuracy and clip_score need ckpt=PATH (they sample from the prompts)")
     result: dict = {"name": cfg.name or ((model.run_config or {}).get("name") if model else None) or Path(str(cfg.fake)).name,
                     "date": datetime.datetime.now().isoformat(timespec="seconds"), "metrics_requested": metrics}
 
@@ -122,24 +135,31 @@ def evaluate(cfg: DictConfig) -> dict:
     seeds = list(cfg.seeds) if cfg.seeds is not None else [cfg.seed]
     runs, sampler, nfe = [], None, [None]
     for seed in seeds:
+        text_metrics, text_skipped = build_text_metrics(metrics, data_cfg, prompts, cfg.clip_model, device)
         if model is not None:
             sampler = resolve_sampler(model.hparams.sampler, to_plain(cfg.sampler))
             batches = sampled_uint8(draw(model, cfg.n, sampler=sampler, seed=seed, batch_size=cfg.batch_size,
-                                         class_labels=labels, guider=guider), nfe)
+                                         class_labels=labels, prompts=prompts, guider=guider), nfe, text_metrics, prompts)
         else:
             batches = folder_images(cfg.fake, cfg.n, cfg.batch_size)
         t0 = time.perf_counter()
         fake, logits = extract(extractor, batches, device) if feature_names else (None, None)
+        if not feature_names:  # text metrics only: the images still have to be drawn
+            fake = torch.cat(list(batches)) if text_metrics else None
         values, skipped = feature_metrics(feature_names, fake, real, logits, kid_subsets=cfg.kid_subsets,
                                           kid_subset_size=cfg.kid_subset_size, is_splits=cfg.is_splits,
                                           pr_neighborhood=cfg.pr_neighborhood) if feature_names else ({}, [])
         if "bpd" in metrics:
             values |= bits_per_dim_of(model, data_cfg, cfg.bpd_n, seed)
+        for metric in text_metrics:
+            values |= metric.compute()
         values |= {"seed": seed, "n": len(fake) if fake is not None else 0, "seconds": time.perf_counter() - t0}
         runs.append(values)
     for message in skipped:
         print(message)
-    result["skipped"] = skipped
+    for message in text_skipped:
+        print(message)
+    result["skipped"] = skipped + text_skipped
 
     summary = {}
     for key in SUMMARY_KEYS + ("bpd",):
@@ -154,7 +174,8 @@ def evaluate(cfg: DictConfig) -> dict:
         "weights": cfg.weights if model else None,
         "sampler": sampler, "sampler_steps": (sampler or {}).get("steps"), "nfe": nfe[0],
         "guider": guider.name if guider else None, "guidance_scale": guider.scale if guider else None,
-        "class_labels": labels,
+        "class_labels": labels, "prompts": prompts,
+        "text_encoder": describe_text_encoders(model.conditioner) if model else None,
         "extractor": extractor.name, "extractor_weights": extractor.weights_id,
         "preprocessing": "samples quantised to uint8 as saved PNGs; " + extractor.preprocessing,
         "split": cfg.split if real is not None and not cfg.real else None,
@@ -232,6 +253,7 @@ def append_csv(path: Path, row: dict) -> None:
     with locked(path):
         rows = list(csv.DictReader(path.open(newline=""))) if path.is_file() else []
         columns = list(dict.fromkeys([*(rows[0].keys() if rows else []), *row]))
+
         text = io.StringIO()
         writer = csv.DictWriter(text, columns)
         writer.writeheader()

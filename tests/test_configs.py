@@ -16,8 +16,11 @@ REQUIRED = {"classifier_guidance_mnist": ["model.diffusion_checkpoint=null"],  #
             "sr3_celebahq_16_128": ["data.root=/tmp/unused"], "palette_imagenet_256": ["data.root=/tmp/unused"]}
 # Latent experiments: a tiny random first stage of the config's kind, latent channels and downsampling factor stands
 # in for the published one, and a narrow UNet of the config's shape for the paper-sized one.
-FIRST_STAGES = {"ldm_celebahq": ("vq", 3, 3), "ldm_kl8_churches": ("kl", 4, 4), "ldm_mnist": ("kl", 3, 3)}
+FIRST_STAGES = {"ldm_celebahq": ("vq", 3, 3), "ldm_kl8_churches": ("kl", 4, 4), "ldm_mnist": ("kl", 3, 3),
+                "ldm_txt2img_mnist": ("kl", 3, 3), "ldm_txt2img_laion": ("kl", 4, 4)}
 # kind, latent channels, down blocks (f = 2^(blocks − 1))
+NARROWED = {"ldm_txt2img_laion": ["text_encoder.width=32", "text_encoder.depth=1", "text_encoder.vocab_size=100"]}
+"""A narrow stand-in for a paper-sized text encoder (LDM's 32 × 1280 transformer)."""
 
 
 def first_stage_overrides(experiment: str, folder) -> list[str]:
@@ -33,9 +36,9 @@ def first_stage_overrides(experiment: str, folder) -> list[str]:
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_and_builds(experiment, tmp_path):
-    overrides = REQUIRED.get(experiment, [])
+    overrides = REQUIRED.get(experiment, []) + NARROWED.get(experiment, [])
     if experiment in FIRST_STAGES:
-        overrides = first_stage_overrides(experiment, tmp_path / "first_stage")
+        overrides += first_stage_overrides(experiment, tmp_path / "first_stage")
     with initialize_config_module("lit_diffusion.configs", version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={experiment}", "paths.output_dir=/tmp/unused", *overrides])
     assert cfg.name == experiment

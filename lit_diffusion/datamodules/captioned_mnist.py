@@ -22,7 +22,7 @@ def with_captions(split: Split | None, captioner, seed: int) -> Split | None:
     if split is None:
         return None
     images, labels = split
-    return images, {"label": np.asarray(labels), CAPTION_KEY: np.array(captioner.captions(labels, seed))}
+    return images, {"label": np.asarray(labels, dtype=np.int64), CAPTION_KEY: np.array(captioner.captions(labels, seed))}
 
 
 class FashionMNISTCaptionsDataModule(FashionMNISTDataModule):

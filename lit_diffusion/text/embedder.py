@@ -91,6 +91,12 @@ class TextEmbedder(Embedder):
     def forward(self, value: Sequence[str], drop: Tensor, image_size: int) -> tuple[Tensor, Tensor]:
         if isinstance(value, (str, Tensor)) or not all(isinstance(c, str) for c in value):
             raise UserError(f"condition '{self.input_key}' must be a list of captions (strings), got {type(value).__name__}")
-        tokens, mask = self.encode(list(value))
+        tokens, mask = self.encode([str(c) for c in value])
         drop = drop.to(mask.device)
         return tokens.masked_fill(drop[:, None, None], 0.0), mask & ~drop[:, None]
+
+
+def describe_text_encoders(conditioner) -> list[dict]:
+    """What evaluation protocols record about a model's text encoders (empty for a model without one)."""
+    return [{"embedder": name, "caption_dropout": e.dropout, **e.text_encoder.describe()}
+            for name, e in conditioner.embedders.items() if isinstance(e, TextEmbedder)]

@@ -1,7 +1,7 @@
 """Tokenizers of captions, kept with the model that uses them.
 
 A text encoder trained from scratch tokenizes with a WordPiece vocabulary (Wu et al. 2016; BERT's tokenizer,
-Devlin et al. 2019) fitted on the training captions with the ``tokenizers`` library, as LDM's text-to-image
+Devlin et al. 2019) fitted on the training captions and run by the ``tokenizers`` library, as LDM's text-to-image
 model pairs a BERT-style transformer with a BERT tokenizer (Rombach et al. 2022, §4.3.1).  A pretrained encoder
 brings its own (fast) tokenizer.  Either way the model keeps a ``tokenizers.Tokenizer`` as part of its state
 (serialised to JSON in every checkpoint), so sampling from a checkpoint needs nothing else.
@@ -9,10 +9,11 @@ brings its own (fast) tokenizer.  Either way the model keeps a ``tokenizers.Toke
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from torch import Tensor
 
 from lit_diffusion.errors import UserError
@@ -23,24 +24,31 @@ SPECIAL_TOKENS = (PAD, UNK, CLS, SEP)
 
 def fit_wordpiece(captions: Iterable[str], vocab_size: int) -> Tokenizer:
     """A BERT-style WordPiece tokenizer fitted on ``captions``: lower-cased, split on whitespace and punctuation,
-    ``[CLS] … [SEP]`` around every caption, unknown words as ``[UNK]``.
+    ``[CLS] … [SEP]`` around every caption.
 
-    The ids are renumbered in a canonical order (special tokens, then the vocabulary sorted), because the
-    trainer numbers tokens in a hash order that changes from process to process: the fit then depends only on
-    the captions (and every data-parallel process gets the same ids).
+    The vocabulary is every character of the captions (word-initial and ``##`` continuation pieces) and then the
+    most frequent whole words (ties in alphabetical order) up to ``vocab_size`` tokens, numbered in a canonical
+    order (special tokens, pieces, words sorted).  WordPiece's greedy longest match (Wu et al. 2016) then reads a
+    caption word as one token and any other word as characters; only an unseen character is ``[UNK]``.  Counting
+    words ourselves (with the library's normaliser and pre-tokeniser) keeps a fit a function of the captions: the
+    library's ``WordPieceTrainer`` breaks ties between merges in a hash order that changes from run to run.
     """
-    tokenizer = Tokenizer(models.WordPiece(unk_token=UNK))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.train_from_iterator(captions, trainers.WordPieceTrainer(vocab_size=vocab_size, show_progress=False,
-                                                                      special_tokens=list(SPECIAL_TOKENS)))
-    words = sorted(set(tokenizer.get_vocab()) - set(SPECIAL_TOKENS))
-    if len(words) + len(SPECIAL_TOKENS) > vocab_size:
-        raise UserError(f"the captions need {len(words) + len(SPECIAL_TOKENS)} WordPiece tokens (their characters "
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    counts = Counter(word for caption in captions
+                     for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(caption)))
+    characters = sorted({c for word in counts for c in word})
+    pieces = [*characters, *(f"##{c}" for c in characters)]
+    room = vocab_size - len(SPECIAL_TOKENS) - len(pieces)
+    if room < 0:
+        raise UserError(f"the captions need {len(SPECIAL_TOKENS) + len(pieces)} WordPiece tokens (their characters "
                         f"alone), more than text_encoder.vocab_size={vocab_size}; raise it")
-    tokenizer.model = models.WordPiece({token: i for i, token in enumerate([*SPECIAL_TOKENS, *words])}, unk_token=UNK)
+    words = [w for w, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])) if len(w) > 1][:room]
+    vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *pieces, *sorted(words)])}
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token=UNK))
+    tokenizer.normalizer, tokenizer.pre_tokenizer = normalizer, pre_tokenizer
+    tokenizer.add_special_tokens(list(SPECIAL_TOKENS))  # already in the vocabulary: only marks them (decode skips them)
     tokenizer.post_processor = processors.TemplateProcessing(single=f"{CLS} $A {SEP}",
-                                                             special_tokens=[(CLS, 2), (SEP, 3)])
+                                                             special_tokens=[(CLS, vocab[CLS]), (SEP, vocab[SEP])])
     tokenizer.decoder = decoders.WordPiece()
     return tokenizer
 
