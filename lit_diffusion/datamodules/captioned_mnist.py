@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from lit_diffusion.datamodules.base import Split
-from lit_diffusion.datamodules.captions import CAPTION_KEY, FASHION_MNIST, MNIST, DigitPairCaptions
+from lit_diffusion.datamodules.captions import CAPTION_KEY, FASHION_MNIST, MNIST, ClassCaptions, DigitPairCaptions
 from lit_diffusion.datamodules.fashion_mnist import FashionMNISTDataModule
 from lit_diffusion.datamodules.mnist import MNISTDataModule
 
@@ -25,26 +25,28 @@ def with_captions(split: Split | None, captioner, seed: int) -> Split | None:
     return images, {"label": np.asarray(labels, dtype=np.int64), CAPTION_KEY: np.array(captioner.captions(labels, seed))}
 
 
-class FashionMNISTCaptionsDataModule(FashionMNISTDataModule):
+class ClassCaptioned:
+    """Mixin of a labeled image DataModule: each split's images get their class captions from :attr:`captioner`."""
+
+    captioner: ClassCaptions
+
+    def load_splits(self) -> tuple[Split, Split | None]:
+        train, test = super().load_splits()
+        return with_captions(train, self.captioner, 0), with_captions(test, self.captioner, 1)
+
+
+class FashionMNISTCaptionsDataModule(ClassCaptioned, FashionMNISTDataModule):
     """Fashion-MNIST with class captions in five templates ("a photo of a pullover", "an ankle boot on a dark
     background", …; :data:`~lit_diffusion.datamodules.captions.FASHION_MNIST`), drawn per image with a fixed seed."""
 
     captioner = FASHION_MNIST
 
-    def load_splits(self) -> tuple[Split, Split | None]:
-        train, test = super().load_splits()
-        return with_captions(train, self.captioner, 0), with_captions(test, self.captioner, 1)
 
-
-class MNISTCaptionsDataModule(MNISTDataModule):
+class MNISTCaptionsDataModule(ClassCaptioned, MNISTDataModule):
     """MNIST digits with captions naming the digit by numeral or word ("a photo of a 7", "a seven written by
     hand"; :data:`~lit_diffusion.datamodules.captions.MNIST`)."""
 
     captioner = MNIST
-
-    def load_splits(self) -> tuple[Split, Split | None]:
-        train, test = super().load_splits()
-        return with_captions(train, self.captioner, 0), with_captions(test, self.captioner, 1)
 
 
 CANVAS = 32
@@ -97,9 +99,11 @@ class MNISTPairsDataModule(MNISTDataModule):
             held = round(len(order) * self.val_fraction)
             test = train[0][order[:held]], np.asarray(train[1])[order[:held]]
             train = train[0][order[held:]], np.asarray(train[1])[order[held:]]
-        splits = []
-        for (digits, labels), count, seed in ((train, self.num_pairs, 0), (test, self.num_val_pairs, 1)):
-            canvases, pair_labels = compose_pairs(np.asarray(digits), np.asarray(labels), count, seed)
-            splits.append((canvases, {"label": pair_labels,
-                                      CAPTION_KEY: np.array(self.captioner.captions(pair_labels, seed))}))
-        return splits[0], splits[1] if self.num_val_pairs else None
+        return self._pairs(train, self.num_pairs, 0), self._pairs(test, self.num_val_pairs, 1)
+
+    def _pairs(self, digits: Split, count: int, seed: int) -> Split | None:
+        """``count`` captioned canvases of these digits (None when there are none to make)."""
+        if not count or not len(digits[0]):
+            return None
+        canvases, labels = compose_pairs(np.asarray(digits[0]), np.asarray(digits[1]), count, seed)
+        return canvases, {"label": labels, CAPTION_KEY: np.array(self.captioner.captions(labels, seed))}

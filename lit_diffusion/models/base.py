@@ -243,7 +243,7 @@ class DiffusionModule(L.LightningModule):
                 "(model.optimizer.lr=...), enable gradient clipping (trainer.gradient_clip_val=1.0) or use "
                 "full precision (trainer.precision=32), then resume with ckpt_path=<last good checkpoint>."
             )
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))  # batches may hold caption lists
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -251,7 +251,7 @@ class DiffusionModule(L.LightningModule):
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(batch_idx)
             loss = self.batch_loss(batch, train=False)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(batch["image"]))
 
     def configure_optimizers(self) -> Any:
         trainable = [p for p in self.parameters() if p.requires_grad]  # frozen parts stay out
