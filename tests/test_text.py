@@ -45,7 +45,8 @@ def tiny_clip(folder) -> str:
     torch.manual_seed(0)
     tokenizer = fit_wordpiece(CAPTIONS, 200)
     config = transformers.CLIPTextConfig(vocab_size=200, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                         num_attention_heads=2, max_position_embeddings=32)
+                                         num_attention_heads=2, max_position_embeddings=32,
+                                         pad_token_id=0, bos_token_id=2, eos_token_id=3)
     transformers.CLIPTextModel(config).save_pretrained(folder)
     transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token=UNK).save_pretrained(folder)
     return str(folder)

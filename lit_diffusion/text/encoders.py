@@ -21,6 +21,7 @@ import torch
 import transformers
 from torch import Tensor, nn
 
+from lit_diffusion.config import to_plain
 from lit_diffusion.errors import UserError
 from lit_diffusion.metrics.features import file_sha256
 from lit_diffusion.text.tokenizer import SharedTokenizer, fit_wordpiece
@@ -177,7 +178,7 @@ class PretrainedTextEncoder(TextEncoder):
             cls = getattr(transformers, str(architecture), None)
             if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
                 raise UserError(f"'{architecture}' is not a transformers model class; this checkpoint is damaged")
-            self.model = cls(cls.config_class.from_dict(config))
+            self.model = cls(cls.config_class.from_dict(to_plain(config)))  # Hydra passes it as a DictConfig
         self.spec = {"_target_": f"{__name__}.{type(self).__qualname__}", "source": source, "max_length": max_length,
                      "architecture": type(self.model).__name__, "config": self.model.config.to_dict(),
                      "source_sha256": source_sha256}
