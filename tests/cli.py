@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hydra import compose, initialize_config_module
+
+from lit_diffusion.run import train
+
 # A ≈ 20k-parameter UNet, 4 steps of batch 8, a grid of 4 images with 3 DDIM steps, every 2 steps.
 TINY = [
     "network.base_channels=8",
@@ -37,3 +41,13 @@ def run_cli(module: str, *overrides: str, cwd: Path, check: bool = True) -> subp
 
 def train_tiny(run_dir: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
     return run_cli("lit_diffusion.run", *TINY, f"hydra.run.dir={run_dir}", *overrides, cwd=run_dir.parent, check=check)
+
+
+
+def train_in_process(output_dir: Path, *overrides: str) -> Path:
+    """Train with ``lit_diffusion.run``'s config and function in this process (no interpreter start-up), with no
+    progress bar, logger or sample grids; returns the last checkpoint."""
+    with initialize_config_module("lit_diffusion.configs", version_base="1.3"):
+        cfg = compose("config", overrides=[*overrides, "+trainer.enable_progress_bar=false", "~callbacks.progress_bar",
+                                           "logger=none", "callbacks.sample_grid=null", f"paths.output_dir={output_dir}"])
+    return Path(train(cfg)["checkpoint"])

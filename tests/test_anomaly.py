@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli import run_cli, train_tiny
+from cli import TINY, run_cli, train_in_process
 from hydra import compose, initialize_config_module
 from PIL import Image
 from test_tasks import DATA
@@ -32,12 +32,7 @@ from lit_diffusion.tasks.sdedit import sigma_at
 ANODDPM = {"algorithm": "ancestral", "steps": 1000}  # AnoDDPM: every step of the T = 1000 chain from λ down
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------------------- simplex noise
@@ -136,11 +131,10 @@ def test_small_lambda_returns_the_input_and_scores_grow_with_an_injected_deviati
 
 @pytest.fixture(scope="module")
 def simplex_checkpoint(tmp_path_factory):
-    """A tiny DDPM trained two steps with AnoDDPM's simplex noise (scaled to 28 px) through the real entry point."""
-    run_dir = tmp_path_factory.mktemp("anoddpm") / "run"
-    train_tiny(run_dir, "trainer.max_steps=2", "logger=none", "callbacks.evaluation=null",
-               "+model.noise={name: simplex, scale: 7.0, octaves: 3}")
-    return run_dir / "checkpoints" / "last.ckpt"
+    """A tiny DDPM trained two steps with AnoDDPM's simplex noise (scaled to 28 px) by the training entry's function."""
+    tiny = [o for o in TINY if not o.startswith(("callbacks.sample_grid", "trainer.max_steps"))]
+    return train_in_process(tmp_path_factory.mktemp("anoddpm"), *tiny, "trainer.max_steps=2",
+                            "callbacks.evaluation=null", "+model.noise={name: simplex, scale: 7.0, octaves: 3}")
 
 
 def composed(config: str, *overrides: str):

@@ -4,28 +4,22 @@ and the three methods end to end (features, mask diffusion, UNet from scratch) o
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from cli import train_in_process
 from hydra import compose, initialize_config_module
 
 from lit_diffusion.datamodules.mnist_canvas import NUM_CLASSES, MNISTCanvasDataModule
 from lit_diffusion.errors import UserError
 from lit_diffusion.metrics.segmentation import segmentation_metrics
 from lit_diffusion.networks import UNet
-from lit_diffusion.run import train
 from lit_diffusion.segment import segment
 from lit_diffusion.tasks.features import DecoderFeatures
 from lit_diffusion.tasks.segmentation import PixelEnsemble
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_canvas_labels_match_the_images_and_are_deterministic():
@@ -107,13 +101,9 @@ def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("segmentation")
     out = {}
     for name in ("segfeatures_mnist_canvas", "segdiff_mnist_canvas"):
-        with initialize_config_module("lit_diffusion.configs", version_base="1.3"):
-            cfg = compose("config", overrides=[
-                f"experiment={name}", "network.base_channels=8", "data.batch_size=8", "data.labelled=10",
-                "trainer.max_steps=2", "trainer.val_check_interval=2", "+trainer.limit_val_batches=1",
-                "+trainer.enable_progress_bar=false", "~callbacks.progress_bar", "logger=none",
-                "callbacks.sample_grid=null", f"paths.output_dir={root / name}"])
-        out[name] = Path(train(cfg)["checkpoint"])
+        out[name] = train_in_process(root / name, f"experiment={name}", "network.base_channels=8", "data.batch_size=8",
+                                     "data.labelled=10", "trainer.max_steps=2", "trainer.val_check_interval=2",
+                                     "+trainer.limit_val_batches=1")
     return out
 
 
