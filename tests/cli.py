@@ -43,7 +43,6 @@ def train_tiny(run_dir: Path, *overrides: str, check: bool = True) -> subprocess
     return run_cli("lit_diffusion.run", *TINY, f"hydra.run.dir={run_dir}", *overrides, cwd=run_dir.parent, check=check)
 
 
-
 def train_in_process(output_dir: Path, *overrides: str) -> Path:
     """Train with ``lit_diffusion.run``'s config and function in this process (no interpreter start-up), with no
     progress bar, logger or sample grids; returns the last checkpoint."""
