@@ -27,6 +27,9 @@ WEIGHTS = ("ema", "raw")
 def load_checkpoint(path: str | Path) -> dict:
     """Read and validate a checkpoint file; every problem is one :class:`UserError`."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"'{path}' is a folder, not a checkpoint file; pass the .ckpt inside it, e.g. "
+                        f"{path / 'checkpoints' / 'last.ckpt'}")
     if not path.is_file():
         raise UserError(f"checkpoint '{path}' does not exist (looked at {path.resolve()}); pass ckpt=PATH "
                         "to a .ckpt written by a lit_diffusion run (its checkpoints/ folder)")
@@ -39,6 +42,9 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
         raise UserError(f"'{path}' is not a lit_diffusion checkpoint (it has no '{CHECKPOINT_KEY}' entry); use a "
                         ".ckpt from the checkpoints/ folder of a lit_diffusion run")
+    if missing := [key for key in ("state_dict", "hyper_parameters") if key not in checkpoint]:
+        raise UserError(f"'{path}' is an incomplete checkpoint (it has no {' or '.join(missing)}); use another .ckpt "
+                        "of the run")
     return checkpoint
 
 

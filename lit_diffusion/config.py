@@ -6,9 +6,13 @@ Model configs travel inside checkpoints, so building objects from them must not 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import hydra.utils
+from hydra.errors import InstantiationException
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
@@ -50,6 +54,24 @@ def safe_instantiate(cfg: Any, **kwargs: Any) -> Any:
     cfg = to_plain(cfg)
     _check_targets(cfg)
     return hydra.utils.instantiate(cfg, **kwargs)
+
+
+@contextlib.contextmanager
+def config_errors(key: str) -> Iterator[None]:
+    """Inside the block, a value that a constructor rejects while ``key`` is built from its config (a ValueError or
+    Lightning's MisconfigurationException, directly or inside Hydra's instantiate) is one :class:`UserError`
+    naming ``key``; other exceptions are bugs and pass unchanged."""
+    try:
+        yield
+    except Exception as err:
+        cause = err
+        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        if isinstance(cause, (ValueError, MisconfigurationException)):
+            raise UserError(f"{key}: {cause}") from err
+        raise
 
 
 def trusted_class(path: str) -> type:

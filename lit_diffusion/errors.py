@@ -32,7 +32,16 @@ def exit_on_user_error(fn: F) -> F:
             cause = err if isinstance(err, UserError) else err.__cause__
             if not isinstance(cause, UserError):
                 raise
-            print(f"lit_diffusion error: {cause}", file=sys.stderr)
+            print(f"lit_diffusion error: {user_message(cause)}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
 
     return wrapper  # type: ignore[return-value]
+
+
+def user_message(err: UserError) -> str:
+    """The error's message.  One raised in a DataLoader worker process reaches the main process as a new error
+    whose message is the worker's traceback text, ending with the original ``UserError: <message>``: that part."""
+    text = str(err)
+    if "Original Traceback" in text:
+        text = text.rsplit(f"{type(err).__name__}: ", 1)[-1].strip()
+    return text

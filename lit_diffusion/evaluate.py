@@ -43,7 +43,7 @@ from lit_diffusion.generation import build_guider, cycled_prompts, draw, guider_
 from lit_diffusion.image_to_image import image_to_image
 from lit_diffusion.images import to_uint8
 from lit_diffusion.likelihood import model_bits_per_dim, space_of
-from lit_diffusion.metrics import build_extractor, dataset_reference, extract, feature_metrics
+from lit_diffusion.metrics import FEATURE_METRICS, build_extractor, dataset_reference, extract, feature_metrics
 from lit_diffusion.metrics.features import file_sha256
 from lit_diffusion.metrics.images import dataset_split, folder_images
 from lit_diffusion.metrics.text_alignment import TEXT_METRICS, build_text_metrics
@@ -100,6 +100,12 @@ def evaluate(cfg: DictConfig) -> dict:
         raise UserError("give exactly one source of generated images: ckpt=PATH (sample from a checkpoint) or fake=DIR")
     if cfg.n is not None and cfg.n < 1 or cfg.batch_size < 1:
         raise UserError(f"n={cfg.n} and batch_size={cfg.batch_size} must be positive")
+    known = (*FEATURE_METRICS, "bpd", *TEXT_METRICS)
+    if unknown := sorted(set(metrics) - set(known)):
+        raise UserError(f"unknown metrics {unknown}: choose metrics=[...] from {', '.join(known)}")
+    if "kid" in metrics and (cfg.kid_subsets < 1 or cfg.kid_subset_size < 2):
+        raise UserError(f"kid_subsets={cfg.kid_subsets} must be positive and kid_subset_size={cfg.kid_subset_size} "
+                        "at least 2 (KID's unbiased estimate averages over pairs)")
     device = resolve_device(cfg.device)
     model = model_from_checkpoint(cfg.ckpt, cfg.weights, cfg.device) if cfg.ckpt else None
     if isinstance(model, Autoencoder):

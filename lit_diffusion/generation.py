@@ -54,10 +54,12 @@ def build_guider(spec: Mapping[str, Any] | None, weights: str = "ema", device: s
 
 
 def model_classes(model) -> list[int] | None:
-    """All classes of a class-conditional model (what evaluation cycles through by default), else None."""
+    """All classes of a class-conditional model, or of a noisy classifier guiding its diffusion model (what
+    evaluation cycles through by default), else None."""
     embedders = getattr(getattr(model, "conditioner", None), "embedders", {})
     tables = [e for e in embedders.values() if isinstance(e, ClassEmbedder)]
-    return list(range(tables[0].num_classes)) if tables else None
+    count = tables[0].num_classes if tables else getattr(getattr(model, "network", None), "num_classes", None)
+    return None if count is None else list(range(count))
 
 
 def cycled_labels(class_labels: Sequence[int], first: int, count: int, device) -> torch.Tensor:
@@ -96,10 +98,24 @@ def draw(model, n: int, *, sampler: dict | None, seed: int, batch_size: int,
          class_labels: Sequence[int] | None = None, prompts: Sequence[str] | None = None, per_prompt: int = 1,
          guider: Any = None, callback=None, conditions: Mapping[str, Any] | None = None) -> Iterator[SampleResult]:
     """Images 0 … n − 1 of run ``seed``, ``batch_size`` at a time (prompts: see :func:`cycled_prompts`);
-    ``conditions``: batch entries with a row per image (e.g. the ``low_res`` inputs of a super-resolution model)."""
+    ``conditions``: batch entries with a row per image (e.g. the ``low_res`` inputs of a super-resolution model).
+    The arguments are checked at the call, before the first batch is asked for."""
     if n < 1 or batch_size < 1:
         raise UserError(f"n={n} and batch_size={batch_size} must both be positive")
-    given = dict(conditions or {})
+    classes = model_classes(model)
+    if class_labels is not None and classes is None and getattr(guider, "label_key", None) is None:
+        raise UserError(f"class_labels={list(class_labels)} needs a class-conditional model or classifier guidance; "
+                        "this model has no class embedder (drop class_labels)")
+    if class_labels is not None and classes is not None:
+        if not class_labels or not set(class_labels) <= set(classes):
+            raise UserError(f"class_labels={list(class_labels)} must be a non-empty list of the model's classes "
+                            f"0 … {len(classes) - 1}")
+    return _batches(model, n, sampler, seed, batch_size, class_labels, prompts, per_prompt, guider, callback,
+                    dict(conditions or {}))
+
+
+def _batches(model, n, sampler, seed, batch_size, class_labels, prompts, per_prompt, guider, callback,
+             given) -> Iterator[SampleResult]:
     for first in range(0, n, batch_size):
         size = min(batch_size, n - first)
         conditions = {key: value[first:first + size] for key, value in given.items()}

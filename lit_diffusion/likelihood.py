@@ -35,6 +35,11 @@ from lit_diffusion.sampling import CountingDenoiser
 TRACE_ESTIMATORS = ("rademacher", "gaussian", "exact")
 
 
+def check_trace(trace: str) -> None:
+    if trace not in TRACE_ESTIMATORS:
+        raise UserError(f"unknown trace estimator '{trace}': choose one of {', '.join(TRACE_ESTIMATORS)}")
+
+
 def _divergence(drift: Tensor, x: Tensor, trace: str, probe: Tensor | None) -> Tensor:
     if trace == "exact":
         flat = drift.flatten(1)
@@ -48,8 +53,7 @@ def _divergence(drift: Tensor, x: Tensor, trace: str, probe: Tensor | None) -> T
 def ode_log_likelihood(denoiser, process, x: Tensor, *, trace: str = "rademacher", rtol: float = 1e-5,
                        atol: float = 1e-5, generator: torch.Generator | None = None) -> tuple[Tensor, int]:
     """log p_0(x) in nats per sample (x in data coordinates) and the number of network evaluations."""
-    if trace not in TRACE_ESTIMATORS:
-        raise UserError(f"unknown trace estimator '{trace}': choose one of {', '.join(TRACE_ESTIMATORS)}")
+    check_trace(trace)
     sde = as_sde(process, "likelihood")
     counted = CountingDenoiser(denoiser, keep_variance=False)
     probe = None
@@ -110,6 +114,9 @@ def space_of(model) -> dict:
 
 def likelihood(cfg: DictConfig) -> dict:
     """Bits/dim of the first ``n`` validation images of the checkpoint's dataset."""
+    if cfg.n < 1 or cfg.batch_size < 1 or not cfg.rtol > 0 or not cfg.atol > 0:
+        raise UserError(f"n={cfg.n}, batch_size={cfg.batch_size}, rtol={cfg.rtol} and atol={cfg.atol} must be positive")
+    check_trace(cfg.trace)
     model = model_from_checkpoint(cfg.ckpt, cfg.weights, cfg.device)
     data_cfg = (model.run_config or {}).get("data")
     if data_cfg is None:

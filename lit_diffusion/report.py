@@ -10,17 +10,21 @@ names of the form ``experiment@step`` (evaluate's ``name=``).
 from __future__ import annotations
 
 import csv
+import importlib.util
+import io
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from lit_diffusion.cli import entry_point
 from lit_diffusion.errors import UserError
+from lit_diffusion.files import atomic_write_text
 from lit_diffusion.metrics.published import PUBLISHED, published_for
 
 OURS = ("name", "dataset", "fid", "fid_std", "kid_mean", "precision", "recall", "is_mean", "bpd", "n", "seeds", "reference_id",
         "reference_n", "split", "sampler", "steps", "nfe", "weights", "extractor", "checkpoint_sha256", "wall_seconds")
 THEIRS = ("model", "dataset", "metric", "value", "sampler", "nfe", "experiment", "citation")
+PLOTS = ("nfe", "steps")
 
 
 def fmt(value) -> str:
@@ -69,12 +73,30 @@ def plot(rows: list[dict], x: str, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def report(cfg: DictConfig) -> str:
-    path = Path(cfg.results)
+def read_rows(path: Path) -> list[dict]:
+    """The rows of an evaluation CSV; a file that is not one is a :class:`UserError`."""
     if not path.is_file():
         raise UserError(f"no evaluation results at {path.absolute()}; run python -m lit_diffusion.evaluate first "
                         "(it appends to outputs/evaluate/results.csv) or pass results=CSV")
-    rows = list(csv.DictReader(path.open()))
+    try:
+        with path.open(newline="") as file:
+            reader = csv.DictReader(file)
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise UserError(f"'{path}' is not a CSV of evaluation results ({err})") from err
+    if "name" not in (reader.fieldnames or []):
+        raise UserError(f"'{path}' is not a CSV of evaluation results (it has no 'name' column); pass the results=CSV "
+                        "that python -m lit_diffusion.evaluate appends to")
+    return rows
+
+
+def report(cfg: DictConfig) -> str:
+    if cfg.plot is not None:
+        if cfg.plot not in PLOTS or not cfg.out:
+            raise UserError(f"plot={cfg.plot}: choose plot={' | '.join(PLOTS)}, with out=PREFIX for the image")
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UserError("plot= needs matplotlib: pip install 'lit_diffusion[report]'")
+    rows = read_rows(Path(cfg.results))
     published = PUBLISHED if cfg.all_published else [p for n in dict.fromkeys(r["name"].split("@")[0] for r in rows)
                                                      for p in published_for(n)]
     published = list({id(p): p for p in published}.values())
@@ -84,12 +106,12 @@ def report(cfg: DictConfig) -> str:
     print(text)
     if cfg.out:
         out = Path(cfg.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".md").write_text(text + "\n")
-        with out.with_suffix(".csv").open("w", newline="") as file:
-            writer = csv.DictWriter(file, OURS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
+        atomic_write_text(out.with_suffix(".md"), text + "\n")
+        table = io.StringIO()
+        writer = csv.DictWriter(table, OURS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(out.with_suffix(".csv"), table.getvalue())
         if cfg.plot:
             plot(rows, cfg.plot, out.parent / f"{out.name}_fid_vs_{cfg.plot}.png")
     if cfg.wandb:

@@ -15,14 +15,16 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lit_diffusion.callbacks import Evaluation, SampleGrid
 from lit_diffusion.checkpoint import load_checkpoint
 from lit_diffusion.cli import entry_point
-from lit_diffusion.config import safe_instantiate, to_plain, trusted_class
+from lit_diffusion.config import config_errors, safe_instantiate, to_plain, trusted_class
+from lit_diffusion.errors import UserError
 from lit_diffusion.models.base import DiffusionModule
 from lit_diffusion.resume import resolve_ckpt_path
+from lit_diffusion.sampling import sigma_grid
 from lit_diffusion.sweeps import objective_value
 
 
@@ -55,21 +57,47 @@ def build_loggers(cfg: DictConfig) -> list:
     return loggers
 
 
+# key, type, valid range (as a test and in words): values that would otherwise fail deep inside Lightning or torch
+RANGES = [("seed", int, lambda v: 0 <= v < 2**32, "in [0, 2^32)"),
+          ("data.batch_size", int, lambda v: v >= 1, "positive"),
+          ("data.num_workers", int, lambda v: v >= 0, "0 or more"),
+          ("trainer.max_steps", int, lambda v: v >= 1 or v == -1, "positive (or -1: trainer.max_epochs decides)"),
+          ("trainer.accumulate_grad_batches", int, lambda v: v >= 1, "positive"),
+          ("model.optimizer.lr", float, lambda v: v > 0, "positive")]
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """One :class:`UserError` for the first value of :data:`RANGES` of the wrong type or out of its range."""
+    for key, kind, valid, words in RANGES:
+        value = OmegaConf.select(cfg, key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or not valid(value):
+            raise UserError(f"{key}={value} must be {'an integer' if kind is int else 'a number'} {words}")
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit the configured model; returns the final metrics (with the last in-training evaluation's ``eval/*``)
     and the paths of the last checkpoint and grid."""
     to_plain(cfg)  # every value the user must still give, named in one message before anything starts
+    check_ranges(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt_path = resolve_ckpt_path(cfg)  # ckpt_path=auto: the run folder's last.ckpt if there is one
     if ckpt_path is not None:
         load_checkpoint(ckpt_path)  # a clear error before anything is built
-    datamodule = safe_instantiate(cfg.data)
-    model = build_model(cfg)
+    with config_errors("data"):
+        datamodule = safe_instantiate(cfg.data)
+    with config_errors("model"):
+        model = build_model(cfg)
+    if "sampler" in model.hparams:  # the grids' sampler: a bad sampler.steps fails now, not at the first grid
+        sigma_grid(model.process, model.hparams.sampler.get("steps"), model.hparams.sampler.get("grid"))
     loggers = build_loggers(cfg)
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    with config_errors("callbacks"):
+        callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if not loggers:  # logger=none: the learning-rate monitor has nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    with config_errors("trainer"):
+        trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

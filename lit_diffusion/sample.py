@@ -36,11 +36,12 @@ def sample(cfg: DictConfig) -> dict:
     per_prompt = -(-cfg.n // len(prompts)) if prompts else 1
     batches = []
     with Progress() as progress:
+        results = draw(model, cfg.n, sampler=sampler, seed=cfg.seed, batch_size=cfg.batch_size,  # checks them now
+                       class_labels=labels, prompts=prompts, per_prompt=per_prompt, guider=guider,
+                       callback=lambda *_: progress.advance(task))
         steps = num_sampler_steps(model.process, sampler) * -(-cfg.n // cfg.batch_size)
         task = progress.add_task(f"sampling {cfg.n} images ({sampler['algorithm']})", total=steps)
-        for result in draw(model, cfg.n, sampler=sampler, seed=cfg.seed, batch_size=cfg.batch_size,
-                           class_labels=labels, prompts=prompts, per_prompt=per_prompt, guider=guider,
-                           callback=lambda *_: progress.advance(task)):
+        for result in results:
             batches.append(result.images)
     images = torch.cat(batches)
     out = Path(cfg.out) if cfg.out else Path(HydraConfig.get().runtime.output_dir)

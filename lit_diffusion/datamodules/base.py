@@ -47,6 +47,22 @@ def image_transform(image_size: int, center_crop: bool) -> T.Compose:
     return T.Compose(steps)
 
 
+SIXTEEN_BIT = frozenset({"I", "I;16", "I;16B", "I;16L"})
+"""PIL modes of 16-bit grayscale files, which ``convert`` would clip to 255 instead of scaling."""
+
+
+def read_image(path: str | Path, mode: str) -> Image.Image:
+    """The image file at ``path`` in PIL ``mode`` (16-bit grayscale scaled to 8 bits); a file that cannot be read
+    (corrupt, truncated, not an image) is a :class:`UserError` naming it."""
+    try:
+        with Image.open(path) as file:
+            if file.mode in SIXTEEN_BIT:
+                return Image.fromarray((np.asarray(file, dtype=np.float64) / 257).round().astype(np.uint8)).convert(mode)
+            return file.convert(mode)
+    except (OSError, SyntaxError, ValueError) as err:  # PIL's errors for broken files
+        raise UserError(f"cannot read the image '{path}' ({err}); remove or replace the file") from err
+
+
 class ImageDataset(Dataset):
     """Images with optional labels as sample dicts ``{"image": (C, H, W) in [-1, 1], "label": int}``; with
     ``labels`` a mapping of named per-image values, each name is a sample key (numpy values batch as tensors of
@@ -65,8 +81,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.images[index]
         if isinstance(item, (str, Path)):
-            with Image.open(item) as file:
-                image = file.convert(self.mode)
+            image = read_image(item, self.mode)
         else:
             image = Image.fromarray(item).convert(self.mode)
         sample = {"image": self.transform(image)}

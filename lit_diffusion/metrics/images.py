@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
 from lit_diffusion.config import safe_instantiate
+from lit_diffusion.datamodules.base import read_image
 from lit_diffusion.datamodules.image_folder import find_images
 from lit_diffusion.errors import UserError
 from lit_diffusion.images import to_uint8
@@ -36,8 +36,7 @@ def folder_images(root: str | Path, limit: int | None = None, batch_size: int = 
     for start in range(0, len(files), batch_size):
         arrays = []
         for path in files[start: start + batch_size]:
-            with Image.open(path) as image:
-                arrays.append(np.asarray(image.convert("RGB")))
+            arrays.append(np.asarray(read_image(path, "RGB")))
         if len({a.shape for a in arrays}) > 1 or (first is not None and arrays[0].shape != first):
             raise UserError(f"images under '{root}' differ in size; resize them to one size first")
         first = arrays[0].shape
