@@ -7,7 +7,9 @@ at a time, each in its own process (``python -m lit_diffusion.run``), for the sa
 scored with the same ``evaluate`` protocol (``n`` samples against the whole training split, ``--ref-n null``).
 Writes ``<out>/time_to_quality.csv`` and ``.md`` (candidate, overrides, parameters, steps, s/step, sampler, NFE,
 FID, KID, sampling seconds) and, with ``--minutes`` listing several budgets, ``fid_vs_minutes.png`` for the
-best ``--plot-best`` candidates.  Timings need an idle machine: run nothing else meanwhile.
+best ``--plot-best`` candidates.  Rows of earlier invocations with the same ``--out`` are kept (a
+candidate, budget and sampler measured again replaces its row), so a screen at a short budget and a longer
+run of its best candidates make one table and one plot.  Timings need an idle machine: run nothing else meanwhile.
 
     python benchmarks/time_to_quality.py --minutes 10 [--only NAME ...] [--n 1000] [--out benchmarks/results/ttq]
     python benchmarks/time_to_quality.py --minutes 2 5 10 20 --only eps_default edm --plot-best 2
@@ -29,6 +31,7 @@ CANDIDATES: dict[str, list[str]] = {
     "eps_default": [],
     "v_prediction": ["model.prediction=v"],
     "x0_prediction": ["model.prediction=x0"],
+    "min_snr_5": ["model.snr_gamma=5"],
     "edm": ["experiment=edm_mnist"],
     "eps_half_width": ["network.base_channels=16"],
     "eps_no_attention": ["network.attention_resolutions=[]"],
@@ -104,25 +107,40 @@ def main() -> None:
                              "kid": round(result["summary"]["kid"]["mean"], 5),
                              "sampling_seconds": round(result["runs"][0]["seconds"], 1), "train_wall": round(wall, 1)})
                 print(rows[-1], flush=True)
-    with (out / "time_to_quality.csv").open("w", newline="") as file:
+    rows = merged(out / "time_to_quality.csv", rows)
+    lines = ["| " + " | ".join(FIELDS) + " |", "|" + "---|" * len(FIELDS)]
+    lines += ["| " + " | ".join(str(row[f]) for f in FIELDS) + " |"
+              for row in sorted(rows, key=lambda r: (float(r["minutes"]), float(r["fid"])))]
+    (out / "time_to_quality.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if len({float(r["minutes"]) for r in rows}) > 1:
+        plot(rows, args.plot_best, out / "fid_vs_minutes.png")
+
+
+def merged(path: Path, rows: list[dict]) -> list[dict]:
+    """The CSV's earlier rows, less those that ``rows`` measure again, then ``rows``; written back to ``path``."""
+    def key(row: dict) -> tuple:
+        return row["candidate"], float(row["minutes"]), row["sampler"]
+
+    new = {key(row) for row in rows}
+    earlier = list(csv.DictReader(path.open(newline=""))) if path.is_file() else []
+    rows = [row for row in earlier if key(row) not in new] + rows
+    with path.open("w", newline="") as file:
         writer = csv.DictWriter(file, FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    lines = ["| " + " | ".join(FIELDS) + " |", "|" + "---|" * len(FIELDS)]
-    lines += ["| " + " | ".join(str(row[f]) for f in FIELDS) + " |" for row in sorted(rows, key=lambda r: r["fid"])]
-    (out / "time_to_quality.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    if len(args.minutes) > 1:
-        plot(rows, args.plot_best, out / "fid_vs_minutes.png")
+    return rows
 
 
 def plot(rows: list[dict], best: int, path: Path) -> None:
     import matplotlib.pyplot as plt  # the report extra; only the multi-budget plot needs it
 
-    final = max(r["minutes"] for r in rows)
-    ranked = sorted({(r["fid"], r["candidate"], r["sampler"]) for r in rows if r["minutes"] == final})[:best]
+    final = max(float(r["minutes"]) for r in rows)
+    ranked = sorted({(float(r["fid"]), r["candidate"], r["sampler"]) for r in rows
+                     if float(r["minutes"]) == final})[:best]
     for _, name, sampler in ranked:
-        points = sorted((r["minutes"], r["fid"]) for r in rows if r["candidate"] == name and r["sampler"] == sampler)
+        points = sorted((float(r["minutes"]), float(r["fid"])) for r in rows
+                        if r["candidate"] == name and r["sampler"] == sampler)
         plt.plot(*zip(*points), marker="o", label=f"{name} / {sampler}")
     plt.xlabel("training minutes (wall)")
     plt.ylabel("FID (1,000 samples vs the training digits)")
