@@ -1,5 +1,6 @@
-"""Image + caption pairs in webdataset tar shards (``<key>.jpg`` or ``.png``/``.webp`` plus ``<key>.txt`` per sample),
-for data that does not fit a folder (LAION: Schuhmann et al. 2022; latent diffusion's text-to-image training).
+"""Images in webdataset tar shards (``<key>.jpg`` or ``.png``/``.webp``, with ``<key>.txt`` captions and/or
+``<key>.cls`` class labels), for data that does not fit a folder (LAION: Schuhmann et al. 2022; latent diffusion's
+text-to-image training; any image folder after ``python -m lit_diffusion.shard``).
 
 Local shards are indexed once (member offsets, read with ``tarfile``) and read by random access, so they get
 everything a folder gets: the epoch-seeded sampler, exact resumption, data-parallel sharding, a held-out
@@ -10,6 +11,7 @@ buffer, each process splitting the shard stream by rank; such a run resumes at t
 
 from __future__ import annotations
 
+import functools
 import io
 import tarfile
 from collections.abc import Sequence
@@ -27,6 +29,8 @@ from lit_diffusion.errors import UserError
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 REMOTE = ("http://", "https://", "pipe:", "s3://", "gs://")
+LABEL_KEY = "label"
+"""The sample key of a ``.cls`` class label (the key class-conditional models read)."""
 
 
 class Member(NamedTuple):
@@ -53,10 +57,12 @@ class ShardImages(Sequence):
             return np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image)
 
 
-def index_shards(shards: Sequence[str]) -> Split:
-    """Every sample with an image and a caption in ``shards``: image members and caption texts, in shard order.
-    Keys follow webdataset: the member path up to the first dot of its file name."""
-    members, captions = [], []
+def index_shards(shards: Sequence[str], captions: bool = True, labels: bool = False) -> Split:
+    """Every sample of ``shards`` with an image (and a ``.txt`` caption with ``captions``, a ``.cls`` label with
+    ``labels``), in shard order: image members, and the captions / labels as the split's named values.  Keys
+    follow webdataset: the member path up to the first dot of its file name."""
+    members, values = [], {CAPTION_KEY: [], LABEL_KEY: []}
+    wanted = [key for key, on in ((CAPTION_KEY, captions), (LABEL_KEY, labels)) if on]
     for shard in shards:
         found: dict[str, dict[str, Any]] = {}
         with tarfile.open(shard) as tar:
@@ -69,27 +75,42 @@ def index_shards(shards: Sequence[str]) -> Split:
                 if ext.lower() in IMAGE_EXTENSIONS:
                     sample["image"] = Member(shard, info.offset_data, info.size)
                 elif ext.lower() == "txt":
-                    sample["caption"] = tar.extractfile(info).read().decode("utf-8").strip()
+                    sample[CAPTION_KEY] = tar.extractfile(info).read().decode("utf-8").strip()
+                elif ext.lower() == "cls":
+                    sample[LABEL_KEY] = int(tar.extractfile(info).read())
         for sample in found.values():
-            if "image" in sample and "caption" in sample:
+            if "image" in sample and all(key in sample for key in wanted):
                 members.append(sample["image"])
-                captions.append(sample["caption"])
-    return ShardImages(members), {CAPTION_KEY: np.array(captions)}
+                for key in wanted:
+                    values[key].append(sample[key])
+    return ShardImages(members), {key: np.array(values[key]) for key in wanted} or None
 
 
 class ToSample:
-    """A streamed (image, caption) pair as a training sample."""
+    """A streamed webdataset sample (decoded) as a training sample: the image, and its caption / label."""
 
-    def __init__(self, transform, mode: str):
-        self.transform, self.mode = transform, mode
+    def __init__(self, transform, mode: str, keys: Sequence[str]):
+        self.transform, self.mode, self.keys = transform, mode, keys
 
-    def __call__(self, pair: tuple) -> dict:
-        image, caption = pair
-        return {"image": self.transform(image.convert(self.mode)), CAPTION_KEY: caption.strip()}
+    def complete(self, sample: dict) -> bool:
+        """Whether the sample has an image and what ``keys`` ask for (incomplete samples are skipped, as when
+        indexing local shards)."""
+        fields = {CAPTION_KEY: "txt", LABEL_KEY: "cls"}
+        return any(ext in sample for ext in IMAGE_EXTENSIONS) and all(fields[key] in sample for key in self.keys)
+
+    def __call__(self, sample: dict) -> dict:
+        image = next(sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample)
+        out = {"image": self.transform(image.convert(self.mode))}
+        if CAPTION_KEY in self.keys:
+            out[CAPTION_KEY] = sample["txt"].strip()
+        if LABEL_KEY in self.keys:
+            out[LABEL_KEY] = int(sample["cls"])
+        return out
 
 
 class WebDatasetDataModule(ImageDataModule):
-    """Captioned images in webdataset tar shards (module docstring); samples ``{"image", "caption"}``.
+    """Images in webdataset tar shards (module docstring); samples ``{"image", "caption"}`` (with ``captions``),
+    ``{"image", "label"}`` (with ``labels``), both, or only ``{"image"}``.
 
     Args:
         urls: shard paths or URLs, a brace pattern (``/data/laion/{00000..41407}.tar``) or a list; None: every
@@ -99,15 +120,20 @@ class WebDatasetDataModule(ImageDataModule):
         shuffle_buffer: samples in the streaming shuffle buffer.
         tokenizer_captions: streaming: how many captions of the stream a trained text encoder's tokenizer is
             fitted on.
+        captions: read ``<key>.txt`` captions (samples without one are skipped).
+        labels: read ``<key>.cls`` class labels (samples without one are skipped); local shards count the
+            classes (:attr:`num_classes`).
     """
 
     dataset_name = "webdataset shards"
 
     def __init__(self, *, urls: str | list[str] | None = None, val_urls: str | list[str] | None = None,
                  streaming: bool = False, shuffle_buffer: int = 10000, tokenizer_captions: int = 100000,
-                 image_size: int = 256, center_crop: bool = True, **kwargs: Any):
+                 captions: bool = True, labels: bool = False, image_size: int = 256, center_crop: bool = True,
+                 **kwargs: Any):
         super().__init__(image_size=image_size, center_crop=center_crop, **kwargs)
         self.urls, self.val_urls, self.shuffle_buffer = urls, val_urls, shuffle_buffer
+        self.keys = [key for key, on in ((CAPTION_KEY, captions), (LABEL_KEY, labels)) if on]
         self.tokenizer_captions = tokenizer_captions
         self.streaming = streaming or any(str(u).startswith(REMOTE) for u in self.shard_list(urls))
 
@@ -126,12 +152,27 @@ class WebDatasetDataModule(ImageDataModule):
                 "set data.root=/path/to/dir with the .tar shards or data.urls='/path/{00000..00099}.tar' (or URLs)")
         return shards
 
-    def load_splits(self) -> tuple[Split, Split | None]:
-        train = index_shards(self.shards(self.urls))
+    @functools.cached_property
+    def _train_index(self) -> Split:
+        train = index_shards(self.shards(self.urls), CAPTION_KEY in self.keys, LABEL_KEY in self.keys)
         if not len(train[0]):
-            raise UserError(f"no sample of {self.shards(self.urls)[:3]} has both an image "
-                            f"({'/'.join(IMAGE_EXTENSIONS)}) and a .txt caption")
-        return train, None if self.val_urls is None else index_shards(self.shards(self.val_urls))
+            wanted = " and ".join(["an image (" + "/".join(IMAGE_EXTENSIONS) + ")",
+                                   *(f"a .{ {CAPTION_KEY: 'txt', LABEL_KEY: 'cls'}[key]} {key}" for key in self.keys)])
+            raise UserError(f"no sample of {self.shards(self.urls)[:3]} has {wanted}; set data.captions=false / "
+                            "data.labels=true to match what the shards hold")
+        return train
+
+    @property
+    def num_classes(self) -> int | None:
+        """With ``labels`` on local shards: 1 + the largest label; else None."""
+        if LABEL_KEY not in self.keys or self.streaming:
+            return None
+        return int(self._train_index[1][LABEL_KEY].max()) + 1
+
+    def load_splits(self) -> tuple[Split, Split | None]:
+        val = None if self.val_urls is None else index_shards(self.shards(self.val_urls), CAPTION_KEY in self.keys,
+                                                              LABEL_KEY in self.keys)
+        return self._train_index, val
 
     def stream(self, urls: str | list[str], resampled: bool):
         mode = "L" if self.channels == 1 else "RGB"
@@ -139,8 +180,8 @@ class WebDatasetDataModule(ImageDataModule):
                                  nodesplitter=wds.split_by_node, empty_check=False)
         if resampled:
             dataset = dataset.shuffle(self.shuffle_buffer)
-        return (dataset.decode("pil").to_tuple(";".join(IMAGE_EXTENSIONS), "txt")
-                .map(ToSample(image_transform(self.image_size, self.center_crop), mode)))
+        to_sample = ToSample(image_transform(self.image_size, self.center_crop), mode, self.keys)
+        return dataset.select(to_sample.complete).decode("pil").map(to_sample)
 
     def setup(self, stage: str | None = None) -> None:
         if not self.streaming:
