@@ -7,10 +7,6 @@ Builds the DataModule, model, callbacks, loggers and Trainer from the Hydra conf
 
 from __future__ import annotations
 
-import os
-import socket
-from pathlib import Path
-
 import hydra
 import lightning as L
 import torch
@@ -22,6 +18,7 @@ from lit_diffusion.checkpoint import load_checkpoint
 from lit_diffusion.cli import entry_point
 from lit_diffusion.config import config_errors, safe_instantiate, to_plain, trusted_class
 from lit_diffusion.errors import UserError
+from lit_diffusion.loggers import build_loggers
 from lit_diffusion.models.base import DiffusionModule
 from lit_diffusion.resume import resolve_ckpt_path
 from lit_diffusion.sampling import sigma_grid
@@ -33,28 +30,6 @@ def build_model(cfg: DictConfig) -> DiffusionModule:
     kwargs = to_plain(cfg.model)
     cls = trusted_class(kwargs.pop("_target_"))
     return cls(**kwargs, run_config=to_plain(cfg))
-
-
-def _wandb_reachable(timeout: float = 2.0) -> bool:
-    try:
-        socket.create_connection(("api.wandb.ai", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def build_loggers(cfg: DictConfig) -> list:
-    loggers = []
-    for name, logger_cfg in (cfg.get("logger") or {}).items():
-        if logger_cfg is None:
-            continue
-        if logger_cfg.get("_target_", "").endswith("WandbLogger") and not logger_cfg.get("offline"):
-            has_key = bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").is_file()
-            if not (has_key and _wandb_reachable()):
-                print("W&B: no account or no network found; logging offline (upload later with `wandb sync`).")
-                logger_cfg = {**to_plain(logger_cfg), "offline": True}
-        loggers.append(hydra.utils.instantiate(logger_cfg))
-    return loggers
 
 
 # key, type, valid range (as a test and in words): values that would otherwise fail deep inside Lightning or torch

@@ -100,14 +100,11 @@ def test_multirun_sweeps(tmp_path):
         assert (tmp_path / "sweep" / job / "checkpoints" / "last.ckpt").is_file(), proc.stdout
 
 
-@pytest.mark.parametrize("logger", ["tensorboard", "wandb", "none"])
+@pytest.mark.parametrize("logger", ["tensorboard", "none"])  # W&B: tests/test_dashboard.py
 def test_loggers(logger, tmp_path):
     run_dir = tmp_path / "run"
-    proc = train_tiny(run_dir, f"logger={logger}", "trainer.max_steps=2")
+    train_tiny(run_dir, f"logger={logger}", "trainer.max_steps=2")
     if logger == "none":  # no logger, so no learning-rate monitor either; checkpoints as usual
         assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    elif logger == "tensorboard":
-        assert list((run_dir / "tensorboard").rglob("events.out.tfevents*"))
     else:
-        assert proc.stdout.count("logging offline") == 1
-        assert list((run_dir / "wandb").glob("offline-run-*"))
+        assert list((run_dir / "tensorboard").rglob("events.out.tfevents*"))
