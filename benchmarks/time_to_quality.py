@@ -9,7 +9,8 @@ Writes ``<out>/time_to_quality.csv`` and ``.md`` (candidate, overrides, paramete
 FID, KID, sampling seconds) and, with ``--minutes`` listing several budgets, ``fid_vs_minutes.png`` for the
 best ``--plot-best`` candidates.  Rows of earlier invocations with the same ``--out`` are kept (a
 candidate, budget and sampler measured again replaces its row), so a screen at a short budget and a longer
-run of its best candidates make one table and one plot.  Timings need an idle machine: run nothing else meanwhile.
+run of its best candidates make one table and one plot; a run folder or evaluation JSON that is already there is
+reused, not measured again (delete it to remeasure).  Timings need an idle machine: run nothing else meanwhile.
 
     python benchmarks/time_to_quality.py --minutes 10 [--only NAME ...] [--n 1000] [--out benchmarks/results/ttq]
     python benchmarks/time_to_quality.py --minutes 2 5 10 20 --only eps_default edm --plot-best 2
@@ -33,7 +34,9 @@ CANDIDATES: dict[str, list[str]] = {
     "x0_prediction": ["model.prediction=x0"],
     "min_snr_5": ["model.snr_gamma=5"],
     "edm": ["experiment=edm_mnist"],
-    "eps_half_width": ["network.base_channels=16"],
+    "v_lr_2e-3": ["model.prediction=v", "model.optimizer.lr=2e-3"],
+    "eps_default_repeat": [],  # the default again: the run-to-run noise of a row
+    "eps_half_width": ["network.base_channels=8"],
     "eps_no_attention": ["network.attention_resolutions=[]"],
     "eps_batch_32": ["data.batch_size=32"],
     "eps_lr_2e-3": ["model.optimizer.lr=2e-3"],
@@ -61,15 +64,22 @@ def train(name: str, overrides: list[str], minutes: float, out: Path, extra: lis
     run_dir = out / "runs" / f"{name}_{minutes:g}min"
     budget = time.strftime("%H:%M:%S", time.gmtime(minutes * 60))
     base = [] if any(o.startswith("experiment=") for o in overrides) else ["experiment=ddpm_mnist"]
+    ckpt, wall_file = run_dir / "checkpoints" / "last.ckpt", run_dir / "train_wall_seconds.txt"
+    if ckpt.is_file() and wall_file.is_file():  # measured by an earlier invocation
+        return ckpt, float(wall_file.read_text())
     start = time.perf_counter()
     run(["lit_diffusion.run", *base, *overrides, f"+trainer.max_time=00:{budget}",
          "trainer.max_steps=-1", "callbacks.evaluation=null", f"hydra.run.dir={run_dir}", "logger=csv", *extra],
         cwd=out)
-    return run_dir / "checkpoints" / "last.ckpt", time.perf_counter() - start
+    wall = time.perf_counter() - start
+    wall_file.write_text(f"{wall:.1f}\n")
+    return ckpt, wall
 
 
 def score(ckpt: Path, sampler: list[str], n: int, ref_n: str, out: Path, extra: list[str]) -> dict:
     result = out / "evaluations" / f"{ckpt.parent.parent.name}_{'_'.join(s.split('=')[-1] for s in sampler)}.json"
+    if result.is_file():  # scored by an earlier invocation
+        return json.loads(result.read_text())
     run(["lit_diffusion.evaluate", f"ckpt={ckpt}", f"n={n}", "split=train", f"ref_n={ref_n}", "metrics=[fid,kid]",
          *sampler, f"out={result}", f"csv={out / 'evaluations.csv'}", *extra], cwd=out)
     return json.loads(result.read_text())
@@ -104,7 +114,7 @@ def main() -> None:
                 rows.append({"candidate": name, "minutes": minutes, "overrides": " ".join(CANDIDATES[name]),
                              "params": params, "steps": steps, "s_per_step": round(minutes * 60 / max(steps, 1), 3),
                              "sampler": sampler, "nfe": result["nfe"], "fid": round(result["summary"]["fid"]["mean"], 2),
-                             "kid": round(result["summary"]["kid"]["mean"], 5),
+                             "kid": round(result["summary"]["kid_mean"]["mean"], 5),
                              "sampling_seconds": round(result["runs"][0]["seconds"], 1), "train_wall": round(wall, 1)})
                 print(rows[-1], flush=True)
     rows = merged(out / "time_to_quality.csv", rows)
