@@ -19,7 +19,7 @@ from items import Items
 from lit_diffusion.callbacks import ResumableCheckpoint
 from lit_diffusion.resume import AtomicCheckpointIO, reopen_cut_epoch
 
-STEPS = 6
+STEPS = 8
 QUIET = ["callbacks.sample_grid.every_n_steps=0", "logger=none"]  # the final grid is still drawn
 
 
@@ -98,9 +98,9 @@ def kill_at(run_dir: Path, step: int, delay: float) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("step", "delay"), [(2, 0.0), (3, 0.02)])
+@pytest.mark.parametrize(("step", "delay"), [(2, 0.0), (3, 0.02), (4, 0.0), (5, 0.01), (6, 0.005)])
 def test_resume_is_bit_exact(straight, tmp_path, step, delay):
-    """kill -9 during a run, then the same command again (``ckpt_path=auto``, same run folder): it resumes
+    """kill -9 during a run (at 5 different steps), then the same command again (``ckpt_path=auto``, same run folder): it resumes
     from the last periodic (mid-epoch) checkpoint, and the final raw and EMA weights equal the uninterrupted
     run's.  The kill comes right after step ``step``'s checkpoint file, often while last.ckpt is written."""
     run_dir = tmp_path / "run"
