@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import subprocess
 import sys
@@ -124,7 +125,10 @@ def main() -> None:
     (out / "time_to_quality.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if len({float(r["minutes"]) for r in rows}) > 1:
-        plot(rows, args.plot_best, out / "fid_vs_minutes.png")
+        if importlib.util.find_spec("matplotlib") is None:
+            print("no plot: pip install 'lit_diffusion[report]' (matplotlib) for fid_vs_minutes.png")
+        else:
+            plot(rows, args.plot_best, out / "fid_vs_minutes.png")
 
 
 def merged(path: Path, rows: list[dict]) -> list[dict]:
