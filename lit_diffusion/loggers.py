@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lit_diffusion.config import to_plain
+from lit_diffusion.provenance import git_commit
 
 
 def wandb_reachable(timeout: float = 2.0) -> bool:
@@ -30,20 +30,6 @@ def wandb_reachable(timeout: float = 2.0) -> bool:
         return True
     except OSError:
         return False
-
-
-def git_commit(directory: Path = Path(__file__).parent) -> str | None:
-    """The commit checked out where ``directory`` lies (``<sha>-dirty`` with uncommitted changes), or None
-    outside a git work tree (an installed wheel)."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True, timeout=10,
-                              check=True).stdout.strip()
-
-    try:
-        sha = git("rev-parse", "HEAD")
-        return sha + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:

@@ -13,7 +13,8 @@ from omegaconf import open_dict
 from wandb.proto.wandb_internal_pb2 import Record
 
 from cli import train_tiny
-from lit_diffusion.loggers import flatten, git_commit, wandb_settings
+from lit_diffusion.loggers import flatten, wandb_settings
+from lit_diffusion.provenance import git_commit
 
 BLOCK = 32768
 
