@@ -261,7 +261,8 @@ def test_edit_repaint_end_to_end(tiny_checkpoint, tmp_path):
         assert (out / f"{key}.png").is_file() and len(list((out / key).glob("*.png"))) == 4
     output, reference = (np.stack([np.asarray(Image.open(out / key / f"{i:06d}.png")) for i in range(4)])
                          for key in ("output", "reference"))
-    assert (output != reference).mean() <= result["metrics"]["missing_fraction"] + 1e-9  # only the hole changes
+    assert (output != reference).mean() <= result["metrics"]["missing_fraction"] + 1e-6  # only the hole changes
+    # (missing_fraction is a float32 mean: 1e-6, not 1e-9, when every hole pixel differs)
 
 
 @pytest.mark.slow
