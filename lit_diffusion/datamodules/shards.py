@@ -57,12 +57,23 @@ class ShardImages(Sequence):
             return np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image)
 
 
-def index_shards(shards: Sequence[str], captions: bool = True, labels: bool = False) -> Split:
-    """Every sample of ``shards`` with an image (and a ``.txt`` caption with ``captions``, a ``.cls`` label with
-    ``labels``), in shard order: image members, and the captions / labels as the split's named values.  Keys
-    follow webdataset: the member path up to the first dot of its file name."""
-    members, values = [], {CAPTION_KEY: [], LABEL_KEY: []}
-    wanted = [key for key, on in ((CAPTION_KEY, captions), (LABEL_KEY, labels)) if on]
+EXTENSIONS = {CAPTION_KEY: "txt", LABEL_KEY: "cls"}
+"""The member extension that carries each sample key besides the image."""
+
+
+def field_value(key: str, raw: bytes | str | int) -> str | int:
+    """A caption (stripped text) or a label (int) from a member's bytes or webdataset's decoded value."""
+    if key == LABEL_KEY:
+        return int(raw)
+    return (raw.decode("utf-8") if isinstance(raw, bytes) else raw).strip()
+
+
+def index_shards(shards: Sequence[str], keys: Sequence[str] = (CAPTION_KEY,)) -> Split:
+    """Every sample of ``shards`` with an image and a member for each of ``keys`` (:data:`EXTENSIONS`), in shard
+    order: image members, and the ``keys``' values as the split's named values.  Keys follow webdataset: the
+    member path up to the first dot of its file name."""
+    members, values = [], {key: [] for key in keys}
+    key_of = {ext: key for key, ext in EXTENSIONS.items() if key in keys}
     for shard in shards:
         found: dict[str, dict[str, Any]] = {}
         with tarfile.open(shard) as tar:
@@ -74,16 +85,14 @@ def index_shards(shards: Sequence[str], captions: bool = True, labels: bool = Fa
                 sample = found.setdefault(f"{folder}/{stem}", {})
                 if ext.lower() in IMAGE_EXTENSIONS:
                     sample["image"] = Member(shard, info.offset_data, info.size)
-                elif ext.lower() == "txt":
-                    sample[CAPTION_KEY] = tar.extractfile(info).read().decode("utf-8").strip()
-                elif ext.lower() == "cls":
-                    sample[LABEL_KEY] = int(tar.extractfile(info).read())
+                elif (key := key_of.get(ext.lower())) is not None:
+                    sample[key] = field_value(key, tar.extractfile(info).read())
         for sample in found.values():
-            if "image" in sample and all(key in sample for key in wanted):
+            if "image" in sample and all(key in sample for key in keys):
                 members.append(sample["image"])
-                for key in wanted:
+                for key in keys:
                     values[key].append(sample[key])
-    return ShardImages(members), {key: np.array(values[key]) for key in wanted} or None
+    return ShardImages(members), {key: np.array(column) for key, column in values.items()} or None
 
 
 class ToSample:
@@ -95,17 +104,13 @@ class ToSample:
     def complete(self, sample: dict) -> bool:
         """Whether the sample has an image and what ``keys`` ask for (incomplete samples are skipped, as when
         indexing local shards)."""
-        fields = {CAPTION_KEY: "txt", LABEL_KEY: "cls"}
-        return any(ext in sample for ext in IMAGE_EXTENSIONS) and all(fields[key] in sample for key in self.keys)
+        return (any(ext in sample for ext in IMAGE_EXTENSIONS)
+                and all(EXTENSIONS[key] in sample for key in self.keys))
 
     def __call__(self, sample: dict) -> dict:
         image = next(sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample)
-        out = {"image": self.transform(image.convert(self.mode))}
-        if CAPTION_KEY in self.keys:
-            out[CAPTION_KEY] = sample["txt"].strip()
-        if LABEL_KEY in self.keys:
-            out[LABEL_KEY] = int(sample["cls"])
-        return out
+        return {"image": self.transform(image.convert(self.mode)),
+                **{key: field_value(key, sample[EXTENSIONS[key]]) for key in self.keys}}
 
 
 class WebDatasetDataModule(ImageDataModule):
@@ -154,10 +159,10 @@ class WebDatasetDataModule(ImageDataModule):
 
     @functools.cached_property
     def _train_index(self) -> Split:
-        train = index_shards(self.shards(self.urls), CAPTION_KEY in self.keys, LABEL_KEY in self.keys)
+        train = index_shards(self.shards(self.urls), self.keys)
         if not len(train[0]):
             wanted = " and ".join(["an image (" + "/".join(IMAGE_EXTENSIONS) + ")",
-                                   *(f"a .{ {CAPTION_KEY: 'txt', LABEL_KEY: 'cls'}[key]} {key}" for key in self.keys)])
+                                   *(f"a .{EXTENSIONS[key]} {key}" for key in self.keys)])
             raise UserError(f"no sample of {self.shards(self.urls)[:3]} has {wanted}; set data.captions=false / "
                             "data.labels=true to match what the shards hold")
         return train
@@ -170,8 +175,7 @@ class WebDatasetDataModule(ImageDataModule):
         return int(self._train_index[1][LABEL_KEY].max()) + 1
 
     def load_splits(self) -> tuple[Split, Split | None]:
-        val = None if self.val_urls is None else index_shards(self.shards(self.val_urls), CAPTION_KEY in self.keys,
-                                                              LABEL_KEY in self.keys)
+        val = None if self.val_urls is None else index_shards(self.shards(self.val_urls), self.keys)
         return self._train_index, val
 
     def stream(self, urls: str | list[str], resampled: bool):
