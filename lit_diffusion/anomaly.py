@@ -40,7 +40,7 @@ from torch.utils.data import Dataset
 
 from lit_diffusion.checkpoint import model_from_checkpoint, resolve_device
 from lit_diffusion.cli import entry_point
-from lit_diffusion.config import to_plain
+from lit_diffusion.config import check_ranges, positive_int, to_plain
 from lit_diffusion.datamodules.anomalies import SyntheticAnomaly
 from lit_diffusion.datamodules.base import item_labels
 from lit_diffusion.datamodules.pairs import one_of
@@ -97,8 +97,7 @@ def anomaly_detection(cfg: DictConfig) -> dict:
     if cfg.synthetic is not None and cfg.normal_classes is not None:
         raise UserError("choose one ground truth: synthetic=KIND (every image clean and with an anomaly) or "
                         "normal_classes=[...] (labels); not both")
-    if cfg.batch_size < 1 or (cfg.n is not None and cfg.n < 1):
-        raise UserError(f"n={cfg.n} and batch_size={cfg.batch_size} must be positive")
+    check_ranges(cfg, [positive_int("n"), positive_int("batch_size")])
     one_of("error", cfg.error, ERRORS)
     one_of("aggregate", cfg.aggregate, AGGREGATES)
     if (cfg["lambda"] is None) == (cfg.sigma_start is None):

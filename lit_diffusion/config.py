@@ -7,8 +7,8 @@ Model configs travel inside checkpoints, so building objects from them must not 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import hydra.utils
 from hydra.errors import InstantiationException
@@ -78,3 +78,31 @@ def trusted_class(path: str) -> type:
     """Resolve a dotted class path, refusing anything outside the trusted prefixes."""
     _check_targets({"_target_": path})
     return hydra.utils.get_class(path)
+
+
+class Range(NamedTuple):
+    """A config value's type and valid range (``valid`` as a test, ``words`` as the message says it)."""
+
+    key: str
+    kind: type
+    valid: Callable[[Any], bool]
+    words: str
+
+
+def positive_int(key: str) -> Range:
+    return Range(key, int, lambda v: v >= 1, "positive")
+
+
+def positive(key: str) -> Range:
+    return Range(key, float, lambda v: v > 0, "positive")
+
+
+def check_ranges(cfg: DictConfig, ranges: Sequence[Range]) -> None:
+    """One :class:`UserError` for the first of ``ranges`` whose value in ``cfg`` is of the wrong type or out of
+    range (None: not given, not checked) — so that a bad value fails at once, not deep inside torch or Lightning."""
+    for key, kind, valid, words in ranges:
+        value = OmegaConf.select(cfg, key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or not valid(value):
+            raise UserError(f"{key}={value} must be {'an integer' if kind is int else 'a number'} {words}")

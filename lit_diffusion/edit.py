@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Subset
 
 from lit_diffusion.checkpoint import model_from_checkpoint, resolve_device
 from lit_diffusion.cli import entry_point
-from lit_diffusion.config import to_plain
+from lit_diffusion.config import check_ranges, positive_int, to_plain
 from lit_diffusion.errors import UserError
 from lit_diffusion.images import save_grid, to_uint8
 from lit_diffusion.metrics import build_extractor, dataset_reference, extract, feature_metrics
@@ -145,8 +145,7 @@ def edit(cfg: DictConfig) -> dict:
     name = options.get("name")
     if name not in TASKS:
         raise UserError(f"unknown task '{name}': choose task=repaint, sdedit, ilvr or ddib")
-    if cfg.n < 1 or cfg.batch_size < 1:
-        raise UserError(f"n={cfg.n} and batch_size={cfg.batch_size} must both be positive")
+    check_ranges(cfg, [positive_int("n"), positive_int("batch_size")])
     if name == "ddib" and not cfg.target_ckpt:
         raise UserError("task=ddib translates between two models: pass the source model as ckpt=PATH and the "
                         "target model as target_ckpt=PATH")

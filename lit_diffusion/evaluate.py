@@ -36,7 +36,7 @@ from lit_diffusion.anomaly import anomaly_detection
 from lit_diffusion.autoencoders import reconstruction_metrics
 from lit_diffusion.checkpoint import model_from_checkpoint, resolve_device
 from lit_diffusion.cli import entry_point
-from lit_diffusion.config import to_plain
+from lit_diffusion.config import Range, check_ranges, positive_int, to_plain
 from lit_diffusion.errors import UserError
 from lit_diffusion.files import atomic_write_text, locked
 from lit_diffusion.generation import build_guider, cycled_prompts, draw, guider_spec, model_classes, read_prompts
@@ -98,14 +98,13 @@ def evaluate(cfg: DictConfig) -> dict:
     metrics = list(cfg.metrics)
     if (cfg.ckpt is None) == (cfg.fake is None):
         raise UserError("give exactly one source of generated images: ckpt=PATH (sample from a checkpoint) or fake=DIR")
-    if cfg.n is not None and cfg.n < 1 or cfg.batch_size < 1:
-        raise UserError(f"n={cfg.n} and batch_size={cfg.batch_size} must be positive")
+    check_ranges(cfg, [positive_int("n"), positive_int("batch_size")])
     known = (*FEATURE_METRICS, "bpd", *TEXT_METRICS)
     if unknown := sorted(set(metrics) - set(known)):
         raise UserError(f"unknown metrics {unknown}: choose metrics=[...] from {', '.join(known)}")
-    if "kid" in metrics and (cfg.kid_subsets < 1 or cfg.kid_subset_size < 2):
-        raise UserError(f"kid_subsets={cfg.kid_subsets} must be positive and kid_subset_size={cfg.kid_subset_size} "
-                        "at least 2 (KID's unbiased estimate averages over pairs)")
+    if "kid" in metrics:  # KID's unbiased estimate averages over pairs
+        check_ranges(cfg, [positive_int("kid_subsets"),
+                           Range("kid_subset_size", int, lambda v: v >= 2, "of 2 or more")])
     device = resolve_device(cfg.device)
     model = model_from_checkpoint(cfg.ckpt, cfg.weights, cfg.device) if cfg.ckpt else None
     if isinstance(model, Autoencoder):

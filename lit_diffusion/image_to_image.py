@@ -42,7 +42,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from lit_diffusion.checkpoint import model_from_checkpoint, resolve_device
-from lit_diffusion.config import to_plain
+from lit_diffusion.config import check_ranges, positive_int, to_plain
 from lit_diffusion.datamodules.pairs import LowResolution, OneOf, PairTransform, one_of
 from lit_diffusion.edit import data_config, masked_metrics, psnr_ssim, run_batches
 from lit_diffusion.errors import UserError
@@ -132,8 +132,7 @@ def image_to_image(cfg: DictConfig) -> dict:
     if not cfg.ckpt:
         raise UserError(f"task={name} evaluates a checkpoint trained with {trained_with} (its data and pairs are read "
                         f"from it; task.output={outputs_allowed[1]} scores its inputs as the baseline): pass ckpt=PATH")
-    if cfg.batch_size < 1 or (cfg.n is not None and cfg.n < 1):
-        raise UserError(f"n={cfg.n} and batch_size={cfg.batch_size} must be positive")
+    check_ranges(cfg, [positive_int("n"), positive_int("batch_size")])
     key = options["key"]
     device = resolve_device(cfg.device)
     model = model_from_checkpoint(cfg.ckpt, cfg.weights, cfg.device)

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from lit_diffusion.checkpoint import model_from_checkpoint
 from lit_diffusion.cli import entry_point
-from lit_diffusion.config import safe_instantiate
+from lit_diffusion.config import check_ranges, positive, positive_int, safe_instantiate
 from lit_diffusion.errors import UserError
 from lit_diffusion.files import atomic_write_text
 from lit_diffusion.samplers.ode import ode_drift, solve_ode
@@ -114,8 +114,7 @@ def space_of(model) -> dict:
 
 def likelihood(cfg: DictConfig) -> dict:
     """Bits/dim of the first ``n`` validation images of the checkpoint's dataset."""
-    if cfg.n < 1 or cfg.batch_size < 1 or not cfg.rtol > 0 or not cfg.atol > 0:
-        raise UserError(f"n={cfg.n}, batch_size={cfg.batch_size}, rtol={cfg.rtol} and atol={cfg.atol} must be positive")
+    check_ranges(cfg, [positive_int("n"), positive_int("batch_size"), positive("rtol"), positive("atol")])
     check_trace(cfg.trace)
     model = model_from_checkpoint(cfg.ckpt, cfg.weights, cfg.device)
     data_cfg = (model.run_config or {}).get("data")

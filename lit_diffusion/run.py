@@ -11,13 +11,13 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from lit_diffusion.callbacks import Evaluation, SampleGrid
 from lit_diffusion.checkpoint import load_checkpoint
 from lit_diffusion.cli import entry_point
-from lit_diffusion.config import config_errors, safe_instantiate, to_plain, trusted_class
-from lit_diffusion.errors import UserError
+from lit_diffusion.config import (Range, check_ranges, config_errors, positive, positive_int, safe_instantiate,
+                                  to_plain, trusted_class)
 from lit_diffusion.loggers import build_loggers
 from lit_diffusion.models.base import DiffusionModule
 from lit_diffusion.resume import resolve_ckpt_path
@@ -32,30 +32,18 @@ def build_model(cfg: DictConfig) -> DiffusionModule:
     return cls(**kwargs, run_config=to_plain(cfg))
 
 
-# key, type, valid range (as a test and in words): values that would otherwise fail deep inside Lightning or torch
-RANGES = [("seed", int, lambda v: 0 <= v < 2**32, "in [0, 2^32)"),
-          ("data.batch_size", int, lambda v: v >= 1, "positive"),
-          ("data.num_workers", int, lambda v: v >= 0, "0 or more"),
-          ("trainer.max_steps", int, lambda v: v >= 1 or v == -1, "positive (or -1: trainer.max_epochs decides)"),
-          ("trainer.accumulate_grad_batches", int, lambda v: v >= 1, "positive"),
-          ("model.optimizer.lr", float, lambda v: v > 0, "positive")]
-
-
-def check_ranges(cfg: DictConfig) -> None:
-    """One :class:`UserError` for the first value of :data:`RANGES` of the wrong type or out of its range."""
-    for key, kind, valid, words in RANGES:
-        value = OmegaConf.select(cfg, key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or not valid(value):
-            raise UserError(f"{key}={value} must be {'an integer' if kind is int else 'a number'} {words}")
+RANGES = [Range("seed", int, lambda v: 0 <= v < 2**32, "in [0, 2^32)"), positive_int("data.batch_size"),
+          Range("data.num_workers", int, lambda v: v >= 0, "0 or more"),
+          Range("trainer.max_steps", int, lambda v: v >= 1 or v == -1, "positive (or -1: trainer.max_epochs decides)"),
+          positive_int("trainer.accumulate_grad_batches"), positive("model.optimizer.lr")]
+"""Values that would otherwise fail deep inside Lightning or torch."""
 
 
 def train(cfg: DictConfig) -> dict:
     """Fit the configured model; returns the final metrics (with the last in-training evaluation's ``eval/*``)
     and the paths of the last checkpoint and grid."""
     to_plain(cfg)  # every value the user must still give, named in one message before anything starts
-    check_ranges(cfg)
+    check_ranges(cfg, RANGES)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt_path = resolve_ckpt_path(cfg)  # ckpt_path=auto: the run folder's last.ckpt if there is one
     if ckpt_path is not None:

@@ -7,9 +7,10 @@ Training minimises L_simple (survey Eq. 6; Ho et al. Eq. 14) with a selectable p
 which is the shared loss of :class:`~lit_diffusion.models.base.DiffusionModule` with σ = σ_t, t uniform, and
 unit weight in the network's units, or with ``snr_gamma`` = γ Min-SNR-γ weighting (Hang et al. 2023, Eq. 6–8):
 the loss in x_0 units weighted by min(SNR, γ), SNR = ᾱ/(1 − ᾱ) = 1/σ², which in the network's units is
-λ'(σ) = min(SNR, γ) · c_out(σ)²: min(SNR, γ)/SNR for ε, min(SNR, γ) for x_0, min(SNR, γ)/(SNR + 1) for v.  As a denoiser the network sees x_t = s(σ)·x and the (possibly
-fractional) timestep of σ (:class:`~lit_diffusion.preconditioning.PredictionPreconditioning`), so any σ grid
-the samplers choose maps onto the discrete chain.
+λ'(σ) = min(SNR, γ) · c_out(σ)²: min(SNR, γ)/SNR for ε, min(SNR, γ) for x_0, min(SNR, γ)/(SNR + 1) for v.
+As a denoiser the network sees x_t = s(σ)·x and the (possibly fractional) timestep of σ
+(:class:`~lit_diffusion.preconditioning.PredictionPreconditioning`), so any σ grid the samplers choose maps onto
+the discrete chain.
 """
 
 from __future__ import annotations
