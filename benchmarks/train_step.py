@@ -8,7 +8,7 @@ alternated in rounds and the median step time of each is compared:
 
     python benchmarks/train_step.py [--steps 60] [--rounds 3] [--batch-size 64] [--threads 2]
 
-Prints the ratio framework / raw (goal ≤ 1.05 at the default model size).
+Prints the ratio framework / raw (goal ≤ 1.03 at the default model size, issue 15).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def main() -> None:
           f"threads={args.threads}  {args.rounds} rounds × {args.steps} steps (after {args.warmup} warm-up)")
     print(f"raw PyTorch loop : median step {raw_median * 1e3:.1f} ms  ({args.batch_size / raw_median:.0f} img/s)")
     print(f"lit_diffusion    : median step {fw_median * 1e3:.1f} ms  ({args.batch_size / fw_median:.0f} img/s)")
-    print(f"ratio lit_diffusion / raw = {fw_median / raw_median:.3f}  (goal ≤ 1.05)")
+    print(f"ratio lit_diffusion / raw = {fw_median / raw_median:.3f}  (goal ≤ 1.03)")
 
 
 if __name__ == "__main__":

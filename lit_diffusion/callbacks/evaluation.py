@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import Callback
 
 from lit_diffusion.callbacks.ema import ema_or_live
 from lit_diffusion.errors import UserError
-from lit_diffusion.metrics import build_extractor, dataset_reference, extract, feature_metrics
+from lit_diffusion.metrics import Reference, build_extractor, dataset_reference, extract, feature_metrics
 from lit_diffusion.generation import draw, model_classes
 from lit_diffusion.images import to_uint8
 from lit_diffusion.models.base import DiffusionModule
@@ -63,20 +63,21 @@ class Evaluation(Callback):
         self.history: list[dict] = []
         self._extractor = self._reference = None
 
-    def _prepare(self, pl_module: DiffusionModule) -> None:
-        """Build the extractor and load (or compute once) the reference features, on first use."""
-        data_cfg = (pl_module.run_config or {}).get("data")
+    def prepare(self, data_cfg: dict | None, device: torch.device | str = "cpu") -> Reference:
+        """Build the extractor and load (or compute once and cache) the reference features of ``data_cfg``'s split;
+        the first evaluation does it when nothing did before (``python -m lit_diffusion.prepare`` does it ahead)."""
         if data_cfg is None:
             raise UserError("the Evaluation callback needs the run's data config (train with lit_diffusion.run)")
         start = time.perf_counter()
-        self._extractor = build_extractor(self.extractor_name, **self.extractor_options).to(pl_module.device)
-        self._reference = dataset_reference(self._extractor, data_cfg, self.split, self.ref_n, pl_module.device)
+        self._extractor = build_extractor(self.extractor_name, **self.extractor_options).to(device)
+        self._reference = dataset_reference(self._extractor, data_cfg, self.split, self.ref_n, device)
         self.reference_seconds = time.perf_counter() - start
+        return self._reference
 
     @torch.no_grad()
     def evaluate(self, trainer: L.Trainer, pl_module: DiffusionModule) -> dict:
         if self._reference is None:
-            self._prepare(pl_module)
+            self.prepare((pl_module.run_config or {}).get("data"), pl_module.device)
         start = time.perf_counter()
         model = ema_or_live(trainer, pl_module, self.use_ema)
         sampler = resolve_sampler(model.hparams.sampler, self.sampler) if self.sampler else None
