@@ -10,34 +10,26 @@ fixed seed, so every benchmark run judges with the same network.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from lit_diffusion.config import safe_instantiate
-from lit_diffusion.metrics.judge import Classifier
+from lit_diffusion.metrics import judge
 from lit_diffusion.metrics.scores import feature_metrics
 
 
 class Judge:
-    """Train the classifier on ``data_config``'s training split; score samples against its held-out split."""
+    """The project's MNIST judge (:class:`lit_diffusion.metrics.judge.Judge`, one 10-class head, trained once on
+    ``data_config``'s training split and cached); scores samples against the held-out split in its features."""
 
     def __init__(self, data_config: dict, epochs: int = 3):
+        trained = judge.Judge(data_config, heads=(10,), epochs=epochs)
+        self.net, self.epochs, self.held_out_accuracy = trained.net, epochs, trained.held_out_accuracy
         data = safe_instantiate({**data_config, "batch_size": 128})
         data.setup("fit")
-        torch.manual_seed(0)
-        self.net = Classifier()
-        opt = torch.optim.Adam(self.net.parameters(), 1e-3)
-        for _ in range(epochs):
-            for batch in data.train_dataloader():
-                loss = nn.functional.cross_entropy(self.net(batch["image"]), batch["label"])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        self.net.eval()
-        self.epochs, self.train_set = epochs, data.train_set
+        self.train_set = data.train_set
         val = next(iter(torch.utils.data.DataLoader(data.val_set, batch_size=len(data.val_set))))
         with torch.no_grad():
             self.real = self.net.features(val["image"])
-            self.held_out_accuracy = self.accuracy(val["image"], val["label"])
 
     @torch.no_grad()
     def score(self, images: Tensor) -> dict:

@@ -16,10 +16,12 @@ import torch
 from torch import Tensor, nn
 
 from lit_diffusion.config import safe_instantiate
+from lit_diffusion.files import atomic_write
 from lit_diffusion.metrics.images import cache_fields
 from lit_diffusion.metrics.reference import cache_dir, reference_id
 
-VERSION = 1
+VERSION = 2
+"""2: initial weights seeded too (1 seeded the batches only)."""
 
 
 class Classifier(nn.Module):
@@ -57,23 +59,22 @@ class Judge:
         data = safe_instantiate({**data_config, "batch_size": 128})
         fields = {"judge": VERSION, "heads": list(self.heads), "epochs": epochs, **cache_fields(data_config)}
         self.path = cache_dir().parent / "judges" / f"{reference_id(fields)}.pt"
-        self.net = Classifier(data.image_size, data.channels, sum(self.heads))
-        if self.path.is_file():
-            stored = torch.load(self.path, map_location="cpu", weights_only=True)
-            self.net.load_state_dict(stored["state_dict"])
-            self.held_out_accuracy, self.cached = stored["held_out_accuracy"], True
-        else:
-            self.held_out_accuracy, self.cached = self._train(data, epochs), False
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.path.with_suffix(".tmp")
-            torch.save({"state_dict": self.net.state_dict(), "held_out_accuracy": self.held_out_accuracy,
-                        "fields": json.dumps(fields, default=str)}, partial)
-            partial.replace(self.path)
+        with torch.random.fork_rng():  # initial weights and batches from seed 0, the caller's RNG untouched
+            torch.manual_seed(0)
+            self.net = Classifier(data.image_size, data.channels, sum(self.heads))
+            if self.path.is_file():
+                stored = torch.load(self.path, map_location="cpu", weights_only=True)
+                self.net.load_state_dict(stored["state_dict"])
+                self.held_out_accuracy, self.cached = stored["held_out_accuracy"], True
+            else:
+                self.held_out_accuracy, self.cached = self._train(data, epochs), False
+                state = {"state_dict": self.net.state_dict(), "held_out_accuracy": self.held_out_accuracy,
+                         "fields": json.dumps(fields, default=str)}
+                atomic_write(self.path, lambda file: torch.save(state, file))
         self.net.eval()
 
     def _train(self, data, epochs: int) -> float | None:
         data.setup("fit")
-        torch.manual_seed(0)
         opt = torch.optim.Adam(self.net.parameters(), 1e-3)
         for _ in range(epochs):
             for batch in data.train_dataloader():
