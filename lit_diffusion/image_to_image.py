@@ -21,6 +21,7 @@ items):
   degradations with missing pixels (inpainting, uncropping);
 - ``diversity`` (palette): a second output per item (seed + 1) and the mean SSIM / MSE between the two (Palette
   compares the sample diversity of its L2 and L1 models by pairwise SSIM; lower SSIM = more diverse);
+- ``accuracy``: classification accuracy of the outputs by an independent judge (:func:`classification_accuracy`);
 - ``fid``, ``kid``: Inception features of the outputs against those of the same items' references (the first
   ``first + n`` images of the split, cached as every dataset reference).
 
@@ -42,7 +43,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from lit_diffusion.checkpoint import model_from_checkpoint, resolve_device
-from lit_diffusion.config import check_ranges, positive_int, to_plain
+from lit_diffusion.config import check_ranges, positive_int, safe_instantiate, to_plain
 from lit_diffusion.datamodules.pairs import LowResolution, OneOf, PairTransform, one_of
 from lit_diffusion.edit import data_config, masked_metrics, psnr_ssim, run_batches
 from lit_diffusion.errors import UserError
@@ -50,12 +51,13 @@ from lit_diffusion.images import interleave_rows, save_grid, to_uint8
 from lit_diffusion.metrics import build_extractor, dataset_reference, extract, feature_metrics
 from lit_diffusion.metrics.features import file_sha256
 from lit_diffusion.metrics.images import dataset_split
+from lit_diffusion.metrics.judge import Judge
 from lit_diffusion.provenance import versions
 from lit_diffusion.sampling import resolve_sampler
 
 TASKS = {  # name: (outputs, metrics, what trains the checkpoint)
-    "sr": (("model", "bicubic"), ("psnr", "ssim", "consistency", "fid", "kid"), "a LowResolution pair"),
-    "palette": (("model", "input"), ("psnr", "ssim", "masked", "diversity", "fid", "kid"), "a OneOf pair"),
+    "sr": (("model", "bicubic"), ("psnr", "ssim", "consistency", "accuracy", "fid", "kid"), "a LowResolution pair"),
+    "palette": (("model", "input"), ("psnr", "ssim", "masked", "diversity", "accuracy", "fid", "kid"), "a OneOf pair"),
 }
 SEED_DERIVATION = "image i: numpy SeedSequence([seed, first + i]) (batch-size independent)"
 PROTOCOL = {
@@ -65,6 +67,9 @@ PROTOCOL = {
                    "Table 2 prints it x 1e5)",
     "masked": "MSE / PSNR (data range 2) over the missing pixels (mask 0) only; known_max_abs_error over the known ones",
     "diversity": "two outputs per item (seeds s and s + 1): mean SSIM and MSE between them",
+    "accuracy": "top-1 accuracy of the outputs' true classes by a small CNN trained on the data's real training "
+                "images (lit_diffusion.metrics.judge, seed 0, cached): a proxy of SR3's and Palette's ImageNet "
+                "ResNet-50 classification accuracy",
 }
 
 
@@ -74,6 +79,18 @@ def consistency(outputs: Tensor, references: Tensor, degradation: LowResolution)
     size = (outputs.shape[-2] // degradation.factor, outputs.shape[-1] // degradation.factor)
     down_out, down_ref = (degradation.resize(images.float(), size) for images in (outputs, references))
     return (((down_out - down_ref) / 2) ** 2).mean().item()
+
+
+def classification_accuracy(outputs: Tensor, labels: Tensor | None, data_cfg: dict) -> dict:
+    """Classification accuracy as SR3 and Palette report it (a pretrained classifier's top-1 accuracy on the
+    outputs), with this project's judge trained on the data's real training images standing in for their
+    ImageNet ResNet-50; its accuracy on the held-out real images is recorded beside it."""
+    classes = safe_instantiate(data_cfg).num_classes
+    if labels is None or classes is None:
+        raise UserError("metrics=[accuracy] needs class labels: the data has none (drop accuracy from metrics)")
+    judge = Judge(data_cfg, heads=(classes,))
+    return {"accuracy": judge.correct(outputs, labels).float().mean().item(),
+            "judge_held_out_accuracy": judge.held_out_accuracy}
 
 
 def pair_writing(dataset, key: str, kind: type) -> PairTransform:
@@ -150,6 +167,8 @@ def image_to_image(cfg: DictConfig) -> dict:
     def run(batch, generator, first):
         out = {"input": batch[key], "reference": batch["image"],
                "mask": batch.get("mask", torch.ones_like(batch["image"][:, :1]))}
+        if "label" in batch:
+            out["label"] = batch["label"]
         if output != "model":
             return out | {"output": batch[key], "nfe": 0}
         conditions = {k: batch[k] for k in model.conditioner.input_keys}
@@ -162,6 +181,8 @@ def image_to_image(cfg: DictConfig) -> dict:
         parts = run_batches(cfg, model, dataset, run)
     parts["output"] = parts["output"].clamp(-1, 1)
     values = quality_metrics(parts, metrics, degradation)
+    if "accuracy" in metrics:
+        values |= classification_accuracy(parts["output"], parts.get("label"), {**data_cfg, "pairs": None})
     reference = None
     if {"fid", "kid"} & set(metrics):
         extractor = build_extractor(cfg.extractor)

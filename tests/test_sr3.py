@@ -16,8 +16,10 @@ from torch.utils.data import DataLoader
 from lit_diffusion.datamodules.pairs import LowResolution, OneOf
 from lit_diffusion.edit import psnr_ssim
 from lit_diffusion.errors import UserError
-from lit_diffusion.image_to_image import consistency, image_to_image
+from lit_diffusion.config import to_plain
+from lit_diffusion.image_to_image import classification_accuracy, consistency, image_to_image
 from lit_diffusion.metrics.images import dataset_split
+from lit_diffusion.metrics.judge import Judge
 from lit_diffusion.models import SR3, Regression
 from lit_diffusion.models.sr3 import piecewise_uniform_gamma
 
@@ -138,7 +140,8 @@ def test_sr3_experiment_trains_and_evaluate_task_sr_scores_it(sr3_run):
     ckpt = runs["sr3_fashion_mnist"] / "checkpoints" / "last.ckpt"
     assert (runs["sr3_fashion_mnist"] / "samples" / "final.png").is_file()
     run_cli("lit_diffusion.evaluate", "task=sr", f"ckpt={ckpt}", "n=10", "batch_size=4", "extractor=random_conv",
-            "sampler.steps=2", f"out={root / 'sr3'}", f"hydra.run.dir={root / 'hydra'}", cwd=root)
+            "sampler.steps=2", "metrics=[psnr,ssim,consistency,fid,kid]", f"out={root / 'sr3'}",
+            f"hydra.run.dir={root / 'hydra'}", cwd=root)
     result = json.loads((root / "sr3" / "metrics.json").read_text())
     assert result["nfe"] == 2 and result["n"] == 10 and result["degradation"]["factor"] == 4
     assert set(result["metrics"]) >= {"psnr", "ssim", "consistency", "fid", "kid_mean"}
@@ -211,3 +214,20 @@ def test_evaluate_task_sr_errors_are_one_message(tmp_path):
         evaluate_sr(tmp_path / "x.ckpt", tmp_path, "task.output=nearest")
     with pytest.raises(UserError, match="no metrics"):
         evaluate_sr(tmp_path / "x.ckpt", tmp_path, "metrics=[lpips]")
+
+
+def test_classification_accuracy_is_an_independent_judges_top1(tmp_path, monkeypatch):
+    """evaluate's ``accuracy`` (SR3's / Palette's classification accuracy, our judge for their ResNet-50): high on
+    real held-out digits with their labels, chance with the labels shuffled, and the judge's own top-1."""
+    monkeypatch.setenv("LIT_DIFFUSION_CACHE", str(tmp_path / "cache"))
+    with initialize_config_module("lit_diffusion.configs", version_base="1.3"):
+        data_cfg = to_plain(compose("config", overrides=["data=mnist"]).data)
+    batch = next(iter(DataLoader(dataset_split(data_cfg, "val"), batch_size=300)))
+    images, labels = batch["image"], batch["label"]
+    result = classification_accuracy(images, labels, data_cfg)
+    assert result["accuracy"] > 0.9 and result["judge_held_out_accuracy"] > 0.9
+    assert result["accuracy"] == pytest.approx(Judge(data_cfg, heads=(10,)).correct(images, labels).float().mean().item())
+    shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))]
+    assert classification_accuracy(images, shuffled, data_cfg)["accuracy"] < 0.25
+    with pytest.raises(UserError, match="needs class labels"):
+        classification_accuracy(images, None, data_cfg)
