@@ -9,7 +9,11 @@ guidance trains the unconditional model this way, Ho & Salimans 2021 Alg. 1), an
 * ``concat``   (B, C, H, W): concatenated to the input channels (SR3's low-resolution image, Palette's source
   image, an inpainting mask), resized to the data size;
 * ``crossattn`` (B, L, D) with a padding mask (B, L): attended to by the UNet's transformer blocks (LDM's
-  text conditioning: :class:`~lit_diffusion.text.TextEmbedder` encodes captions and returns its own mask).
+  text conditioning: :class:`~lit_diffusion.text.TextEmbedder` encodes captions and returns its own mask);
+* ``frames`` (B, 1) bool: which samples of a video batch are independent images (joint image/video training).
+
+A concat condition may hold known values of the sample itself (MCVD's given frames): the model keeps them in its
+samples (:meth:`Conditioner.known`, :func:`keep_known`).
 
 Several embedders on one route are concatenated (vectors and channels along dim 1, token sequences along
 the sequence dim).  The conditioner's trainable embedders (the class table) are trained and averaged with
@@ -27,8 +31,9 @@ from torch import Tensor, nn
 from lit_diffusion.config import safe_instantiate
 from lit_diffusion.errors import UserError
 
-ROUTES = ("vector", "concat", "crossattn")
-NETWORK_ARGUMENT = {"vector": "vector_dim", "concat": "concat_channels", "crossattn": "context_dim"}
+ROUTES = ("vector", "concat", "crossattn", "frames")
+NETWORK_ARGUMENT = {"vector": "vector_dim", "concat": "concat_channels", "crossattn": "context_dim",
+                    "frames": "independent_frames"}
 """The network constructor argument each route sets (see :class:`~lit_diffusion.networks.UNet`)."""
 
 
@@ -52,6 +57,10 @@ class Embedder(nn.Module):
 
     def forward(self, value: Tensor, drop: Tensor, image_size: int) -> Tensor | tuple[Tensor, Tensor]:
         raise NotImplementedError
+
+    def known(self, value: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Known values of the sample itself and their mask (1 = known), which sampling keeps; None by default."""
+        return None
 
     def fit(self, captions: Callable[[], Sequence[str] | None], broadcast: Callable | None = None) -> None:
         """Fit what the embedder learns from the training data before training (nothing by default); ``captions()``
@@ -82,7 +91,8 @@ class ClassEmbedder(Embedder):
 
 class ConcatEmbedder(Embedder):
     """An image-like condition (low-resolution image, source image, mask) resized to the data size and
-    concatenated to the network input; the null condition is zeros (Saharia et al. 2022, SR3/Palette)."""
+    concatenated to the network input; the null condition is zeros (Saharia et al. 2022, SR3/Palette).  A video
+    condition (B, C, T, H, W) is resized frame by frame."""
 
     route = "concat"
 
@@ -91,13 +101,51 @@ class ConcatEmbedder(Embedder):
         self.dim, self.mode = channels, mode
 
     def forward(self, value: Tensor, drop: Tensor, image_size: int) -> Tensor:
-        if value.dim() != 4 or value.shape[1] != self.dim:
-            raise UserError(f"condition '{self.input_key}' must be (B, {self.dim}, H, W), got {tuple(value.shape)}; "
-                            f"set its channels in the conditioner config")
+        if value.dim() not in (4, 5) or value.shape[1] != self.dim:
+            raise UserError(f"condition '{self.input_key}' must be (B, {self.dim}, H, W) or a video (B, {self.dim}, T, "
+                            f"H, W), got {tuple(value.shape)}; set its channels in the conditioner config")
         if value.shape[-1] != image_size or value.shape[-2] != image_size:
             align = {} if self.mode == "nearest" else {"align_corners": False}
-            value = F.interpolate(value.float(), size=(image_size, image_size), mode=self.mode, **align)
-        return value.masked_fill(drop[:, None, None, None], 0.0)
+            frames = value.float().flatten(1, -3)  # a video's frames as channels: resized one by one
+            frames = F.interpolate(frames, size=(image_size, image_size), mode=self.mode, **align)
+            value = frames.reshape(*value.shape[:-2], image_size, image_size)
+        return value.masked_fill(drop.reshape(-1, *[1] * (value.dim() - 1)), 0.0)
+
+
+class KnownFramesEmbedder(ConcatEmbedder):
+    """MCVD's masked conditioning (Voleti et al. 2022, §3): ``value`` (B, C + 1, T, H, W) holds the given frames
+    (0 on the frames to generate) and, as last channel, the per-frame mask (1 given, 0 to generate), as written by
+    :class:`~lit_diffusion.datamodules.frame_masks.FrameMask`.  It reaches the network on the concat route; the
+    null condition (dropout) is all zeros, i.e. no frame given: unconditional generation.  :meth:`known` tells the
+    model to keep the given frames in its samples.
+
+    Args:
+        channels: C, the video's channels (the embedder feeds C + 1).
+    """
+
+    def __init__(self, channels: int, input_key: str = "known_frames", dropout: float = 0.0):
+        super().__init__(channels + 1, input_key, dropout, mode="nearest")
+
+    def known(self, value: Tensor) -> tuple[Tensor, Tensor]:
+        if value.dim() != 5 or value.shape[1] != self.dim:
+            raise UserError(f"condition '{self.input_key}' must be given frames and their mask (B, {self.dim}, T, H, W), "
+                            f"got {tuple(value.shape)}")
+        return value[:, :-1], value[:, -1:]
+
+
+class IndependentFramesEmbedder(Embedder):
+    """Joint image/video training (Ho et al. 2022, "Video Diffusion Models", §3): ``value`` (B,) is True for a
+    sample whose frames are independent images; the space-time network skips temporal attention for it (the
+    ``frames`` route, :class:`~lit_diffusion.networks.video_unet.VideoUNet`).  Never dropped."""
+
+    route = "frames"
+    dim = 1
+
+    def __init__(self, input_key: str = "independent"):
+        super().__init__(input_key, 0.0)
+
+    def forward(self, value: Tensor, drop: Tensor, image_size: int) -> Tensor:
+        return value.bool().reshape(-1, 1)
 
 
 class ContextEmbedder(Embedder):
@@ -168,6 +216,15 @@ class Conditioner(nn.Module):
         """The network constructor arguments that open the routes this conditioner feeds."""
         return {NETWORK_ARGUMENT[route]: dim for route, dim in self.route_dims.items()}
 
+    def known(self, inputs: Mapping[str, Tensor]) -> tuple[Tensor, Tensor] | None:
+        """Known values of the samples and their mask (1 = known) from the embedders that carry some
+        (:class:`KnownFramesEmbedder`), or None."""
+        found = [k for e in self.embedders.values()
+                 if e.input_key in inputs and (k := e.known(inputs[e.input_key])) is not None]
+        if len(found) > 1:
+            raise UserError("only one conditioner embedder may carry known values of the sample")
+        return found[0] if found else None
+
     def forward(self, inputs: Mapping[str, Tensor], *, train_dropout: bool = False,
                 drop: Collection[str] = ()) -> dict[str, Tensor]:
         """Embed the conditions of ``inputs``.  ``train_dropout``: drop each key with its own probability per
@@ -203,6 +260,19 @@ class Conditioner(nn.Module):
         if masks:
             out["crossattn_mask"] = torch.cat(masks, dim=1)
         return out
+
+
+def keep_known(denoiser, values: Tensor, mask: Tensor):
+    """The denoiser with x̂_0 replaced by the known ``values`` where ``mask`` is 1 (a learned variance passes
+    through): the exact posterior of pixels that are given, so every sampler's trajectory agrees with them."""
+
+    def denoise(x: Tensor, sigma: Tensor):
+        out = denoiser(x, sigma)
+        denoised, rest = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
+        kept = torch.where(mask.bool(), values.to(denoised.dtype), denoised)
+        return (kept, *rest) if rest else kept
+
+    return denoise
 
 
 def concat_batches(first: Mapping[str, Tensor], second: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -8,6 +8,7 @@ with the protocol written next to every number.
     python -m lit_diffusion.evaluate task=anomaly ckpt=PATH normal_classes=[3] out=DIR   # AnoDDPM (lit_diffusion.anomaly)
     python -m lit_diffusion.evaluate task=sr ckpt=PATH n=1000 out=DIR    # PSNR/SSIM/consistency/FID (lit_diffusion.image_to_image)
     python -m lit_diffusion.evaluate task=palette ckpt=PATH task.degradation=inpaint out=DIR   # Palette, one task
+    python -m lit_diffusion.evaluate task=video ckpt=PATH n=100 out=DIR    # SSIM/PSNR best of N, frame FID/KID, FD (lit_diffusion.video_evaluation)
 
 Generated images are quantised to uint8 like saved PNGs; reference features of a dataset split are cached
 (:mod:`lit_diffusion.metrics.reference`).  The result JSON records n, the reference id and source, sampler,
@@ -51,6 +52,7 @@ from lit_diffusion.models import Autoencoder
 from lit_diffusion.provenance import versions
 from lit_diffusion.sampling import resolve_sampler
 from lit_diffusion.text import describe_text_encoders
+from lit_diffusion.video_evaluation import video_evaluation
 
 SUMMARY_KEYS = ("fid", "kid_mean", "is_mean", "precision", "recall", "caption_accuracy", "clip_score")
 
@@ -84,7 +86,7 @@ def bits_per_dim_of(model, data_cfg: dict, count: int, seed: int) -> dict:
             **{f"bpd_{k}": v for k, v in space_of(model).items()}}
 
 
-TASKS = {"anomaly": anomaly_detection, "sr": image_to_image, "palette": image_to_image}
+TASKS = {"anomaly": anomaly_detection, "sr": image_to_image, "palette": image_to_image, "video": video_evaluation}
 """Task evaluations with their own metrics and protocol (``task=NAME``), instead of sample quality."""
 
 

@@ -7,5 +7,7 @@ from lit_diffusion.callbacks.evaluation import Evaluation
 from lit_diffusion.callbacks.progress import StepProgressBar
 from lit_diffusion.callbacks.reconstructions import ReconstructionGrid
 from lit_diffusion.callbacks.sample_grid import SampleGrid
+from lit_diffusion.callbacks.video_grid import VideoGrid
 
-__all__ = ["EMA", "Evaluation", "ReconstructionGrid", "ResumableCheckpoint", "SampleGrid", "StepProgressBar"]
+__all__ = ["EMA", "Evaluation", "ReconstructionGrid", "ResumableCheckpoint", "SampleGrid", "StepProgressBar",
+           "VideoGrid"]

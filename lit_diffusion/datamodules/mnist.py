@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torchvision
+from torch.utils.data import Subset
 
 from lit_diffusion.datamodules.base import ImageDataModule, Split, missing_dataset_error
 from lit_diffusion.errors import UserError
@@ -92,3 +93,11 @@ class MNISTDataModule(ImageDataModule):
             )
         dataset = torchvision.datasets.MNIST(root, train=train, download=False)
         return dataset.data.numpy(), dataset.targets.numpy()
+
+
+def digit_splits(root: str | Path | None, val_fraction: float, seed: int) -> tuple[Subset, Subset]:
+    """The bundled digits' training and held-out parts as :class:`MNISTDataModule` splits them (Subsets of the
+    5,000), for datasets composed from them (digit canvases, moving digits): their splits never share a digit."""
+    digits = MNISTDataModule(root=str(root) if root else None, val_fraction=val_fraction, seed=seed, batch_size=1)
+    digits.setup()
+    return digits.train_set.dataset, digits.val_set.dataset

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from lit_diffusion.datamodules.base import ImageDataModule, SampleViews, derived_seed
-from lit_diffusion.datamodules.mnist import MNISTDataModule
+from lit_diffusion.datamodules.mnist import digit_splits
 from lit_diffusion.errors import UserError
 
 NUM_CLASSES = 11
@@ -117,10 +117,7 @@ class MNISTCanvasDataModule(ImageDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        digits = MNISTDataModule(root=str(self.root) if self.root else None, val_fraction=self.val_fraction,
-                                 seed=self.seed, batch_size=1)
-        digits.setup()
-        pools = [split.dataset for split in (digits.train_set, digits.val_set)]  # Subsets of the 5,000 digits
+        pools = digit_splits(self.root, self.val_fraction, self.seed)
         train_canvases = self.labelled or self.train_size
         size = train_canvases * math.ceil(self.batch_size / train_canvases)  # at least one batch per epoch
         for split, (pool, canvases, length) in enumerate(((pools[0], train_canvases, size),

@@ -77,6 +77,13 @@ PUBLISHED: list[dict] = [
            citation="Saharia et al. 2022 (Palette), JPEG restoration table, FID-5K; recalled, not checked against "
                     "the paper text here")
       for q, v in ((5, 8.3), (10, 5.4), (20, 4.3))],
+    # Video generation (unconditional UCF-101, 16 frames of 64 x 64; FVD's I3D features are not available here)
+    *[dict(family="video_diffusion", model="Video Diffusion Models (factorized space-time UNet)",
+           dataset="UCF-101 16x64x64 (unconditional)", metric=m, value=v, sampler="ancestral", nfe=None,
+           experiment="video_ucf101",
+           citation="Ho et al. 2022 (Video Diffusion Models), Table 1; values recalled, not checked against the paper "
+                    "text here")
+      for m, v in (("is", 57.00), ("fid", 295.0))],
     *[dict(family="dpm_solver", model="DPM-Solver (score SDE VP checkpoint)", dataset="CIFAR-10", metric="fid",
            value=v, sampler="dpm_solver", nfe=s, experiment=None, citation="Lu et al. 2022, Table 1")
       for s, v in ((10, 4.70), (20, 2.87))],
@@ -85,7 +92,8 @@ PUBLISHED: list[dict] = [
 FAMILY_OF = {"ddpm": ("ddpm", "ddim", "iddpm", "dpm_solver"), "ncsn": ("ncsn",), "ncsnv2": ("ncsnv2",),
              "sde": ("sde", "dpm_solver"), "edm": ("edm",), "ldm": ("ldm", "ldm_txt2img"),
              "txt2img": ("ldm_txt2img",), "sr3": ("sr3",), "palette": ("palette",), "anoddpm": ("anoddpm",),
-             "segfeatures": ("ddpm_segmentation",), "segdiff": ("ddpm_segmentation",)}
+             "segfeatures": ("ddpm_segmentation",), "segdiff": ("ddpm_segmentation",),
+             "video": ("video_diffusion",)}
 """Our experiment prefix → the published families it is compared with."""
 
 

@@ -27,7 +27,7 @@ from torch import Tensor
 
 import lit_diffusion
 from lit_diffusion.checkpoint import CHECKPOINT_KEY
-from lit_diffusion.conditioning import Conditioner
+from lit_diffusion.conditioning import Conditioner, keep_known
 from lit_diffusion.config import safe_instantiate
 from lit_diffusion.datamodules.captions import training_captions
 from lit_diffusion.errors import UserError
@@ -290,6 +290,9 @@ class DiffusionModule(L.LightningModule):
         droppable = self.conditioner.droppable
         uncond = self.conditioner(conditions, drop=droppable) if droppable else None
         denoiser = (guider or NoGuidance()).denoiser(self.sampling_denoiser, cond, uncond, conditions)
+        known = self.conditioner.known(conditions)  # given frames (MCVD) stay as given
+        if known is not None:
+            denoiser = keep_known(denoiser, *known)
         generator = self.noise.bind(PerImageGenerator(seed, first_index, num_samples, self.device))
         was_training = self.training
         self.eval()
@@ -298,6 +301,8 @@ class DiffusionModule(L.LightningModule):
                               generator=generator, noise=noise, init=None if init is None else self.to_latent(init),
                               sigma_start=sigma_start, callback=callback)
             result.images = self.from_latent(result.images).clamp(-1, 1)
+            if known is not None:  # exactly, whatever the sampler's last step
+                result.images = torch.where(known[1].bool(), known[0].to(result.images.dtype), result.images)
         finally:
             self.train(was_training)
         return result
