@@ -64,12 +64,18 @@ def by_features(cfg: DictConfig, model, images, labels, val, items, device) -> d
     """Baranchuk et al.: decoder features of the frozen DDPM, an MLP ensemble on the labelled pixels."""
     options = cfg.features
     extractor = DecoderFeatures(model, options.blocks, options.levels, cfg.seed)
-    chunks = [extractor(x.to(device)).cpu() for x in images.split(cfg.batch_size)]
-    pixels = torch.cat([c.permute(0, 2, 3, 1).reshape(-1, c.shape[1]) for c in chunks])
     targets = labels.flatten()
-    if len(pixels) > options.max_pixels:  # a uniform draw of the labelled pixels
-        keep = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(cfg.seed))[:options.max_pixels]
-        pixels, targets = pixels[keep], targets[keep]
+    keep = torch.arange(len(targets))
+    if len(targets) > options.max_pixels:  # a uniform draw of the labelled pixels, made before any feature exists
+        draw = torch.randperm(len(targets), generator=torch.Generator().manual_seed(cfg.seed))
+        keep = draw[:options.max_pixels].sort().values
+    pixels, start = [], 0
+    for x in images.split(cfg.batch_size):  # features of one batch at a time: all labelled pixels need not fit
+        chunk = extractor(x.to(device)).cpu()
+        flat = chunk.permute(0, 2, 3, 1).reshape(-1, chunk.shape[1])
+        pixels.append(flat[keep[(keep >= start) & (keep < start + len(flat))] - start])
+        start += len(flat)
+    pixels, targets = torch.cat(pixels), targets[keep]
     ensemble = PixelEnsemble(pixels.shape[1], NUM_CLASSES, options.members)
     losses = ensemble.fit(pixels, targets, steps=options.steps, batch_size=options.pixel_batch, lr=options.lr,
                           seed=cfg.seed)

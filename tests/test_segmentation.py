@@ -114,8 +114,9 @@ def run_segment(*overrides: str) -> dict:
 
 def test_three_methods_end_to_end(checkpoints, tmp_path):
     features = run_segment("method=features", f"ckpt={checkpoints['segfeatures_mnist_canvas']}", "labelled=2",
-                           "features.members=2", "features.steps=5", "features.blocks=[0,3]", f"out={tmp_path / 'f'}")
-    assert features["labelled_images"] == 2 and features["training_pixels"] == 2 * 32 * 32
+                           "features.members=2", "features.steps=5", "features.blocks=[0,3]", "features.max_pixels=1500",
+                           "batch_size=1", f"out={tmp_path / 'f'}")  # a draw of 1,500 of the 2 × 32 × 32 pixels
+    assert features["labelled_images"] == 2 and features["training_pixels"] == 1500
     assert features["feature_dim"] == 3 * (32 + 16) and features["nfe"] == 3  # 3 levels × (block 0 + block 3)
     diffusion = run_segment("method=diffusion", f"ckpt={checkpoints['segdiff_mnist_canvas']}", "samples=2",
                             "sampler.steps=2", f"out={tmp_path / 'd'}")
