@@ -1,8 +1,9 @@
 """Medical slice DataModules on small files written here in the real formats: PNG slice folders and BraTS-layout
-NIfTI volumes (nibabel)."""
+NIfTI volumes (nibabel); a tiny segdiff_brats run scored by ``lit_diffusion.segment``."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import nibabel
 import numpy as np
 import pytest
 import torch
+from cli import train_in_process
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from PIL import Image
@@ -22,6 +24,7 @@ from lit_diffusion.datamodules.medical import BRATS_LABELS, MedicalSliceDataModu
 from lit_diffusion.datamodules.medical_nifti import MODALITIES, BraTSNiftiDataModule
 from lit_diffusion.datamodules.medical_slices import SliceFolderDataModule
 from lit_diffusion.errors import UserError
+from lit_diffusion.segment import segment
 
 CONFIG_DIR = Path(lit_diffusion.__file__).parent / "configs" / "data"
 SHAPE = (16, 16, 10)
@@ -199,6 +202,21 @@ def test_nifti_split_by_patient_healthy_filter_and_segmentation_target(brats):
     assert set(sample["image"].unique().tolist()) == {-1, 1}
 
 
+def test_nifti_labelled_keeps_the_first_training_slices_repeated_to_a_batch(brats):
+    options = {"root": str(brats), "image_size": 16, "batch_size": 5, "val_fraction": 1 / 3}
+    full, few = BraTSNiftiDataModule(**options), BraTSNiftiDataModule(**options, labelled=3)
+    full.setup()
+    few.setup()
+    assert full.labelled_images == len(full.train_set) == 16 and few.labelled_images == 3
+    assert len(few.train_set) == 6 and len(few.val_set) == len(full.val_set) == 8  # 3 slices twice: a batch of 5
+    for i in range(6):
+        assert torch.equal(few.train_set[i]["image"], full.train_set[i % 3]["image"])
+    with pytest.raises(UserError, match="data.labelled=17.*16 slices"):
+        BraTSNiftiDataModule(**options, labelled=17).setup()
+    with pytest.raises(UserError, match="data.labelled must be a positive"):
+        BraTSNiftiDataModule(**options, labelled=0)
+
+
 def test_nifti_reads_uncompressed_files_too(tmp_path):
     root = write_brats(tmp_path / "brats", cases=1, ext=".nii")
     assert len(BraTSNiftiDataModule(root=str(root), batch_size=1).slices(["BraTS2021_00000"])) == 8
@@ -244,3 +262,40 @@ def test_experiment_datamodule_from_hydra_yields_batches(brats):
     assert batch["image"].shape == (4, 1, 16, 16) and (batch["label"] == 0).all()
     val = next(iter(data.val_dataloader()))
     assert set(val) == {"image", "segmentation", "anomaly_mask", "label"} and val["anomaly_mask"].dtype == torch.bool
+
+
+# ------------------------------------------------------------------------------------------------- segmentation
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_segment_scores_a_tiny_segdiff_brats_and_a_unet_on_the_four_classes(brats, tmp_path):
+    data = [f"data.root={brats}", "data.image_size=32", "data.batch_size=4", "data.val_fraction=0.34"]
+    ckpt = train_in_process(tmp_path / "segdiff", "experiment=segdiff_brats", *data, "data.labelled=4",
+                            "data.num_workers=0", "data.pin_memory=false", "network.base_channels=8",
+                            "network.channel_mult=[1,2]", "network.num_res_blocks=1", "network.attention_resolutions=[]",
+                            "network.num_groups=8", "trainer.max_steps=2", "trainer.val_check_interval=2",
+                            "+trainer.limit_val_batches=1")
+    with initialize_config_module("lit_diffusion.configs", version_base="1.3"):
+        diffusion = segment(compose("segment", overrides=["method=diffusion", f"ckpt={ckpt}", "samples=2",
+                                                          "sampler.steps=2", "n=5", f"out={tmp_path / 'd'}"]))
+        unet = segment(compose("segment", overrides=["method=unet", "data=brats_nifti", *data, "labelled=3",
+                                                     "unet.steps=3", "n=5", f"out={tmp_path / 'u'}"]))
+    assert diffusion["labelled_images"] == 4 and diffusion["nfe"] == 2 * 2 and diffusion["n_val"] == 5
+    assert unet["labelled_images"] == 3 and unet["nfe"] == 1 and unet["parameters"] > 0
+    for name, result in (("d", diffusion), ("u", unet)):
+        metrics = result["metrics"]
+        assert len(metrics["iou_per_class"]) == len(metrics["dice_per_class"]) == 4 and 0 <= metrics["miou"] <= 1
+        assert json.loads((tmp_path / name / "metrics.json").read_text())["metrics"] == metrics
+        for grid in ("input", "prediction", "target"):
+            assert (tmp_path / name / f"{grid}.png").is_file()
+        shown = np.asarray(Image.open(tmp_path / name / "input.png").convert("RGB"))
+        assert (shown == shown[..., :1]).all()  # the first modality, in grey
+    assert (tmp_path / "d" / "uncertainty.png").is_file()
+    slices = write_slices(tmp_path / "slices", cases=("P1", "P2", "P3"))
+    for mask in (slices / "masks").iterdir():
+        mask.unlink()
+    (slices / "masks").rmdir()
+    with initialize_config_module("lit_diffusion.configs", version_base="1.3"), \
+            pytest.raises(UserError, match="no 'segmentation' label maps.*masks/"):
+        segment(compose("segment", overrides=["method=unet", "data=brats_slices", f"data.root={slices}",
+                                              "data.val_fraction=0.34", "data.batch_size=2", "labelled=2"]))

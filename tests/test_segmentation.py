@@ -14,7 +14,7 @@ from lit_diffusion.datamodules.mnist_canvas import NUM_CLASSES, MNISTCanvasDataM
 from lit_diffusion.errors import UserError
 from lit_diffusion.metrics.segmentation import segmentation_metrics
 from lit_diffusion.networks import UNet
-from lit_diffusion.segment import segment
+from lit_diffusion.segment import PALETTE, palette, segment
 from lit_diffusion.tasks.features import DecoderFeatures
 from lit_diffusion.tasks.segmentation import PixelEnsemble
 
@@ -92,6 +92,12 @@ def test_pixel_ensemble_learns_a_separable_labelling_by_majority_vote():
     assert metrics["miou"] == metrics["dice"] == metrics["pixel_accuracy"] == 1.0
 
 
+def test_palette_keeps_the_eleven_colours_and_adds_distinct_ones_for_any_class_count():
+    colours = palette(40)
+    assert torch.equal(colours[:11], PALETTE) and torch.equal(palette(4), PALETTE[:4])
+    assert len(colours.unique(dim=0)) == 40 and colours.min() >= 0 and colours.max() <= 1
+
+
 # ------------------------------------------------------------------------------------------------- end to end
 
 
@@ -133,3 +139,5 @@ def test_three_methods_end_to_end(checkpoints, tmp_path):
         run_segment("method=unet", f"ckpt={checkpoints['segfeatures_mnist_canvas']}")
     with pytest.raises(UserError, match="diffuses segmentation maps"):
         run_segment("method=diffusion", f"ckpt={checkpoints['segfeatures_mnist_canvas']}")
+    with pytest.raises(UserError, match="not a segmentation DataModule.*data=mnist_canvas"):
+        run_segment("method=unet", "data=mnist")

@@ -293,6 +293,12 @@ class ImageDataModule(lightning.LightningDataModule):
     dataset_name = "dataset"
     num_classes: int | None = None
     """How many classes the labels count, or None for unlabeled images."""
+    segmentation_input: str | None = None
+    """Segmentation DataModules (samples with a ``segmentation`` label map; ``num_classes`` counts its classes):
+    the key of the segmented image when ``target="segmentation"`` makes the one-hot map the ``image``; None for
+    the others.  They also take ``labelled`` (keep the first L training images) and, after :meth:`setup`, count
+    the distinct training images — the first items of :attr:`train_set`, the rest repeat them — in
+    ``labelled_images`` (:mod:`lit_diffusion.segment`)."""
 
     def __init__(
         self,

@@ -22,13 +22,14 @@ split.  The data cannot be installed here: :data:`WHERE` says where to get them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from lit_diffusion.datamodules.base import ImageDataModule, SampleViews, of_classes
 from lit_diffusion.datamodules.pairs import one_of
@@ -126,15 +127,22 @@ class MedicalSliceDataModule(ImageDataModule):
         label_values: the raw values of the label maps, background first (BraTS 2021: 0, 1, 2, 4; 2023: 0–3).
         whole_tumour: ``segmentation`` is the binary whole-tumour mask instead of the classes.
         target: ``image`` (the slice is the image) or ``segmentation`` (the one-hot map is, see the module).
+        labelled: keep only the first L training slices (after ``classes``: the first training cases' slices in
+            slice order), repeated so that an epoch holds at least one batch (None: all).
     """
 
+    segmentation_input = "scan"
+
     def __init__(self, *, label_values: Sequence[int] = BRATS_LABELS, whole_tumour: bool = False,
-                 target: str = "image", image_size: int = 128, **kwargs: Any):
+                 target: str = "image", labelled: int | None = None, image_size: int = 128, **kwargs: Any):
         self.target = one_of("data.target", target, TARGETS)  # read by image_shape in the base constructor
         self.label_map = LabelMap(label_values, whole_tumour)
         if kwargs.get("random_flip"):
             raise UserError("medical slices need data.random_flip=false (a flip would not mirror the label maps)")
+        if labelled is not None and labelled < 1:
+            raise UserError(f"data.labelled must be a positive number of training slices or null (all), got {labelled}")
         super().__init__(image_size=image_size, **kwargs)
+        self.labelled = labelled
 
     @property
     def num_classes(self) -> int:
@@ -165,5 +173,16 @@ class MedicalSliceDataModule(ImageDataModule):
         train = self.slices(list(train_cases))
         if self.classes is not None:
             train = of_classes(train, self.classes, self.dataset_name)
+        self.labelled_images = self.labelled or len(train)
+        if self.labelled is not None:
+            train = self.first_slices(train)
         self.train_set = SampleViews(train, self.pairs, self.seed)
         self.val_set = None if val_cases is None else SampleViews(self.slices(list(val_cases)), self.pairs, self.seed)
+
+    def first_slices(self, train: Dataset) -> Subset:
+        """The first ``labelled`` items of ``train``, repeated in order to at least ``batch_size`` items."""
+        if self.labelled > len(train):
+            raise UserError(f"data.labelled={self.labelled}, but the {self.dataset_name} training split has "
+                            f"{len(train)} slices; lower data.labelled or set it to null (all)")
+        repeats = math.ceil(self.batch_size / self.labelled)
+        return Subset(train, [i % self.labelled for i in range(self.labelled * repeats)])

@@ -87,6 +87,7 @@ class MNISTCanvasDataModule(ImageDataModule):
 
     dataset_name = "MNIST canvases"
     num_classes = NUM_CLASSES
+    segmentation_input = "canvas"
 
     def __init__(self, *, digit_size: int = 16, max_digits: int = 4, train_size: int = 5000, val_size: int = 500,
                  labelled: int | None = None, threshold: float = 0.5, target: str = "image", channels: int = 1,
@@ -118,7 +119,7 @@ class MNISTCanvasDataModule(ImageDataModule):
         if self.train_set is not None:
             return
         pools = digit_splits(self.root, self.val_fraction, self.seed)
-        train_canvases = self.labelled or self.train_size
+        train_canvases = self.labelled_images = self.labelled or self.train_size
         size = train_canvases * math.ceil(self.batch_size / train_canvases)  # at least one batch per epoch
         for split, (pool, canvases, length) in enumerate(((pools[0], train_canvases, size),
                                                           (pools[1], self.val_size, self.val_size))):
