@@ -7,14 +7,31 @@ unit per UNet block, so networks too large for DDP's per-GPU copy (LDM's 274M-pa
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from lightning.pytorch.strategies import FSDPStrategy
+from torch.distributed.fsdp import MixedPrecision
 
 from lit_diffusion.config import trusted_class
 
 UNET_BLOCKS = ("lit_diffusion.networks.unet.ResBlock", "lit_diffusion.networks.unet.AttentionBlock",
                "lit_diffusion.networks.unet.SpatialTransformer")
+
+
+class DiffusionFSDPStrategy(FSDPStrategy):
+    """Lightning's FSDP with every buffer left in its own dtype, under every precision.
+
+    Lightning's FSDP precision plugin casts buffers to the compute dtype (bf16 under ``bf16-mixed``) for good. The
+    noise schedule's tables are float64 buffers, and bf16's 8-bit mantissa rounds ᾱ_t = 0.9999 to 1 (σ_t to 0).
+    ``buffer_dtype=None`` tells FSDP not to cast them. Found on an H200: the run stopped at the first EMA update,
+    whose buffers were bf16 (then, with float32 forced, float32) against the average's float64.
+    """
+
+    @property
+    def mixed_precision_config(self) -> MixedPrecision | None:
+        config = super().mixed_precision_config
+        return None if config is None else dataclasses.replace(config, buffer_dtype=None)
 
 
 def fsdp(wrap: Sequence[str] = UNET_BLOCKS, activation_checkpointing: Sequence[str] = (),
@@ -31,6 +48,6 @@ def fsdp(wrap: Sequence[str] = UNET_BLOCKS, activation_checkpointing: Sequence[s
             FSDP reads it back).
         kwargs: other :class:`FSDPStrategy` arguments (``sharding_strategy``, ``cpu_offload``, …).
     """
-    return FSDPStrategy(auto_wrap_policy={trusted_class(name) for name in wrap},
+    return DiffusionFSDPStrategy(auto_wrap_policy={trusted_class(name) for name in wrap},
                         activation_checkpointing_policy={trusted_class(n) for n in activation_checkpointing} or None,
                         state_dict_type=state_dict_type, **kwargs)

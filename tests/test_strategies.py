@@ -9,6 +9,7 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.precision import FSDPPrecision
 from lightning.pytorch.strategies import FSDPStrategy
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
@@ -44,6 +45,18 @@ def test_fsdp_config_builds_the_strategy_with_one_unit_per_unet_block():
         fsdp(wrap=["os.system"])
 
 
+@pytest.mark.parametrize("precision, compute", [("bf16-mixed", torch.bfloat16), ("16-mixed", torch.float16),
+                                                ("32-true", torch.float32)])
+def test_fsdp_leaves_buffers_in_their_own_dtype(precision, compute):
+    """Lightning's FSDP plugin would cast buffers (the noise schedule's float64 tables) to bf16: ᾱ_t = 0.9999
+    becomes 1. FSDP casts no buffer whose buffer_dtype is None."""
+    assert torch.tensor(0.9999, dtype=torch.bfloat16).item() == 1.0  # why it matters
+    strategy = fsdp()
+    strategy.precision_plugin = FSDPPrecision(precision)
+    config = strategy.mixed_precision_config
+    assert (config.param_dtype, config.reduce_dtype, config.buffer_dtype) == (compute, compute, None)
+
+
 def saved_activations(net: UNet, x, sigma, cond) -> tuple[torch.Tensor, list[torch.Tensor], int]:
     """Loss, parameter gradients and the number of tensors autograd kept for the backward pass."""
     saved = []
@@ -74,8 +87,47 @@ def test_activation_checkpointing_keeps_loss_and_gradients_and_saves_fewer_activ
     assert saved_activations(net, x, sigma, cond)[2] == evaluated
 
 
-def test_network_checkpoint_is_a_config_option():
-    assert build_model(training_config("network.checkpoint=true")).network.checkpoint
+@pytest.mark.parametrize("network", ["unet", "unet_ddpm_cifar10", "unet_iddpm_cifar10", "unet_ddpmpp_cifar10",
+                                     "unet_ncsnpp_cifar10", "unet_edm_ddpmpp_cifar10"])
+def test_network_checkpoint_is_a_config_option(network):
+    """``network.checkpoint=true`` (the FSDP config's advice) is a key of every UNet config, the paper ones too."""
+    with initialize_config_module("lit_diffusion.configs", version_base="1.3"):
+        cfg = compose("config", overrides=[f"network={network}", "data.image_size=32", "network.checkpoint=true"])
+    assert safe_instantiate(cfg.network).checkpoint
+
+
+class RecordingRoot(torch.nn.Module):
+    """Stands for the FSDP-wrapped root module: records the norm it is asked to clip to."""
+
+    def __init__(self):
+        super().__init__()
+        self.clipped_to = []
+
+    def clip_grad_norm_(self, max_norm):
+        self.clipped_to.append(max_norm)
+
+
+@pytest.mark.parametrize("strategy, algorithm, sharded_clip", [
+    (fsdp(), "norm", [1.0]), (fsdp(), None, [1.0]), ("auto", "norm", []), ("auto", "value", [])])
+def test_gradient_clipping_under_fsdp_uses_the_sharded_norm(strategy, algorithm, sharded_clip):
+    """Lightning's FSDP precision plugin refuses norm clipping (the run stopped at its first step on a GPU):
+    under FSDP the norm is clipped by the wrapped root, over all shards; elsewhere Lightning clips as before."""
+    trainer = L.Trainer(strategy=strategy, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False) if strategy == "auto" else None
+    model = build_model(training_config())
+    root = RecordingRoot()
+    if trainer is None:  # an FSDPStrategy needs a GPU to be part of a Trainer: attach what the hook reads
+        model._trainer = type("FSDPTrainer", (), {"strategy": strategy, "model": root})()
+    else:
+        model.trainer = trainer
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 10.0)
+    optimizer = torch.optim.SGD(model.parameters())
+    model.configure_gradient_clipping(optimizer, gradient_clip_val=1.0, gradient_clip_algorithm=algorithm)
+    assert root.clipped_to == sharded_clip
+    if not sharded_clip:  # clipped here, by Lightning: the gradient norm is now 1 or each value within ±1
+        grads = torch.cat([p.grad.flatten() for p in model.parameters()])
+        assert (grads.abs().max() <= 1.0 + 1e-6) if algorithm == "value" else abs(grads.norm() - 1.0) < 1e-3
 
 
 def test_compile_flag_compiles_the_network_in_place_for_training_only():

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any, Mapping, NamedTuple
 
 import lightning as L
+from lightning.pytorch.strategies import FSDPStrategy
 import numpy as np
 import torch
 from torch import Tensor
@@ -252,6 +253,15 @@ class DiffusionModule(L.LightningModule):
             torch.manual_seed(batch_idx)
             loss = self.batch_loss(batch, train=False)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(batch["image"]))
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Under FSDP the gradient norm is the norm over all ranks' shards: the wrapped root's ``clip_grad_norm_``
+        computes it (Lightning's FSDP precision plugin refuses norm clipping); other strategies clip as usual."""
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and isinstance(self.trainer.strategy,
+                                                                                         FSDPStrategy):
+            self.trainer.model.clip_grad_norm_(gradient_clip_val)
+        else:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self) -> Any:
         trainable = [p for p in self.parameters() if p.requires_grad]  # frozen parts stay out
