@@ -3,24 +3,29 @@ gradient accumulation."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import lightning as L
 import pytest
 import torch
+import torch.distributed as dist
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.precision import FSDPPrecision
 from lightning.pytorch.strategies import FSDPStrategy
+from torch.distributed.fsdp import FullyShardedDataParallel
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
-from cli import TINY
+from cli import TINY, run_cli, train_in_process
+from lit_diffusion.callbacks import EMA
 from lit_diffusion.config import safe_instantiate
 from lit_diffusion.errors import UserError
 from lit_diffusion.models.base import step_seed
 from lit_diffusion.networks import UNet
 from lit_diffusion.networks.unet import AttentionBlock, ResBlock, SpatialTransformer
 from lit_diffusion.run import build_model
-from lit_diffusion.strategies import fsdp
+from lit_diffusion.strategies import DiffusionFSDPStrategy, fsdp
 
 
 def training_config(*overrides: str):
@@ -55,6 +60,100 @@ def test_fsdp_leaves_buffers_in_their_own_dtype(precision, compute):
     strategy.precision_plugin = FSDPPrecision(precision)
     config = strategy.mixed_precision_config
     assert (config.param_dtype, config.reduce_dtype, config.buffer_dtype) == (compute, compute, None)
+
+
+@pytest.fixture
+def one_process_group(tmp_path):
+    """A one-process gloo group: FSDP runs on CPU in it (NO_SHARD, but the same wrapping, mixed-precision casts
+    and summon_full_params as on GPUs)."""
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_ema_updates_and_swaps_the_gathered_weights_under_fsdp_bf16(one_process_group):
+    """On an H200 the first EMA update under trainer=fsdp failed twice (bf16, then float32 buffers against the
+    average's float64 schedule tables). Here the tiny model is wrapped as the strategy wraps it, with its
+    bf16-mixed config, takes an optimizer step, and the EMA callback updates from and swaps with its weights."""
+    torch.manual_seed(0)
+    model = build_model(training_config())
+    strategy = fsdp()
+    strategy.precision_plugin = FSDPPrecision("bf16-mixed")
+    ema = EMA(decay=0.75, warmup=False)
+    ema._device = torch.device("cpu")
+    trainer = SimpleNamespace(strategy=strategy, global_step=0)
+    ema.setup(trainer, model, "fit")
+    model.forward = model.loss  # the wrapped root's forward: one training loss
+    root = FullyShardedDataParallel(model, device_id=torch.device("cpu"), use_orig_params=True,
+                                    auto_wrap_policy=strategy.kwargs["auto_wrap_policy"],
+                                    mixed_precision=strategy.mixed_precision_config)
+    strategy.model = root
+    optimizer = torch.optim.SGD(root.parameters(), lr=0.5)
+    average = ema.averaged_module
+    for step in (1, 2):  # AveragedModel copies the weights at its first update, then averages
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            root(torch.rand(4, *model.sample_shape) * 2 - 1).backward()
+        optimizer.step()
+        trainer.global_step = step
+        with FullyShardedDataParallel.summon_full_params(root):
+            trained = [p.detach().clone() for p in model.parameters()]
+            assert {b.dtype for b in model.buffers()} == {torch.float64}  # the schedule tables, not cast
+        before = [p.detach().clone() for p in average.parameters()]
+        assert any(not torch.equal(a, b) for a, b in zip(before, trained))  # the step changed the weights
+        ema.on_train_batch_end(trainer, model, None, None, 0)
+        for a, b, t in zip(average.parameters(), before, trained):
+            torch.testing.assert_close(a, t if step == 1 else 0.75 * b + 0.25 * t)
+    averaged = [a.detach().clone() for a in average.parameters()]
+    ema.on_validation_epoch_start(trainer, model)  # validation sees the average, training resumes from its weights
+    with FullyShardedDataParallel.summon_full_params(root):
+        for p, a in zip(model.parameters(), averaged):
+            torch.testing.assert_close(p, a)
+    ema.on_validation_epoch_end(trainer, model)
+    with FullyShardedDataParallel.summon_full_params(root):
+        for p, t in zip(model.parameters(), trained):
+            torch.testing.assert_close(p, t)
+
+
+@pytest.fixture
+def fsdp_on_cpu(monkeypatch):
+    """Lightning builds FSDP with ``device_id=root_device.index``, None on a CPU, which FSDP refuses ("needs a
+    non-CPU accelerator device"). This passes ``device_id=cpu`` and changes nothing else, so the rest of
+    Lightning's FSDP path (wrapping, precision, consolidated checkpoints, resume) runs here in one gloo process."""
+    def setup_model(self, model):
+        return FullyShardedDataParallel(module=model, cpu_offload=self.cpu_offload, device_id=torch.device("cpu"),
+                                        mixed_precision=self.mixed_precision_config,
+                                        sharding_strategy=self.sharding_strategy, **self.kwargs)
+
+    monkeypatch.setattr(DiffusionFSDPStrategy, "_setup_model", setup_model)
+    yield
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16-mixed", "32-true"])
+def test_fsdp_trains_resumes_exactly_and_its_checkpoint_samples(tmp_path, fsdp_on_cpu, precision):
+    """trainer=fsdp end to end: on an H200 the first run stopped at its first step (norm clipping) and then at its
+    first EMA update (buffer dtypes); here 4 steps + resume to 6 equal 6 straight steps bit for bit (raw and EMA
+    weights), the checkpoint holds the plain module's full state dict, and ``sample`` reads it."""
+    overrides = [*TINY, "trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=1", f"trainer.precision={precision}",
+                 "data.num_workers=0", "callbacks.evaluation.every_n_steps=0"]
+    straight = train_in_process(tmp_path / "straight", *[o for o in overrides if "max_steps" not in o],
+                                "trainer.max_steps=6")
+    first = train_in_process(tmp_path / "first", *overrides)
+    resumed = train_in_process(tmp_path / "resumed", *[o for o in overrides if "max_steps" not in o],
+                               "trainer.max_steps=6", f"ckpt_path={first}")
+    a, b = (torch.load(path, map_location="cpu", weights_only=True) for path in (straight, resumed))
+    assert a["global_step"] == b["global_step"] == 6
+    plain = build_model(training_config()).state_dict()
+    assert {k: v.shape for k, v in a["state_dict"].items()} == {k: v.shape for k, v in plain.items()}
+    for key in ("state_dict", "current_model_state"):  # the EMA and the raw weights
+        assert a[key].keys() == b[key].keys()
+        for name, value in a[key].items():
+            torch.testing.assert_close(b[key][name], value, rtol=0, atol=0)
+    run_cli("lit_diffusion.sample", f"ckpt={resumed}", "n=4", "sampler.steps=3", f"out={tmp_path / 'samples'}",
+            cwd=tmp_path)
+    assert (tmp_path / "samples" / "grid.png").exists()
 
 
 def saved_activations(net: UNet, x, sigma, cond) -> tuple[torch.Tensor, list[torch.Tensor], int]:

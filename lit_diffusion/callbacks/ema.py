@@ -14,12 +14,14 @@ copy leaves them out.
 from __future__ import annotations
 
 import contextlib
+import itertools
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.strategies import FSDPStrategy
 from torch.distributed.fsdp import FullyShardedDataParallel
+from torch.distributed.fsdp._common_utils import clean_tensor_name  # drops the FSDP / checkpoint wrappers' prefixes
 
 from lit_diffusion.frozen import frozen_prefixes, restore_frozen, without_frozen
 from lit_diffusion.models.base import DiffusionModule
@@ -62,6 +64,15 @@ class EMA(WeightAveraging):
         self._device = self._device or trainer.strategy.root_device
         super().setup(trainer, pl_module, stage)
 
+    def on_fit_start(self, trainer, pl_module) -> None:
+        """The average was copied before the strategy set the module up; a ``*-true`` precision then cast the
+        module (FSDP's ``32-true`` turns the float64 schedule tables into float32). The average's buffers take the
+        module's dtypes, so that each pair is averaged in one dtype."""
+        super().on_fit_start(trainer, pl_module)
+        if self._average_model is not None:
+            for average, current in zip(self._average_model.module.buffers(), pl_module.buffers()):
+                average.data = average.data.to(current.dtype)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         with whole_parameters(trainer, writeback=False):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
@@ -81,10 +92,31 @@ class EMA(WeightAveraging):
                                                                frozen_prefixes(pl_module))
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if isinstance(trainer.strategy, FSDPStrategy) and "state_dict" not in checkpoint:
+            self._load_into_fsdp(trainer, pl_module, checkpoint)
+            return
         if "current_model_state" in checkpoint:
             checkpoint["current_model_state"] = restore_frozen(checkpoint["current_model_state"],
                                                                checkpoint["state_dict"])
         super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+    def _load_into_fsdp(self, trainer, pl_module, checkpoint: dict) -> None:
+        """Lightning's FSDP has already loaded ``state_dict`` (the average) into the wrapped module and removed it
+        from the checkpoint: the average is copied from the module, then the raw weights are put back into it
+        (frozen parts are in neither copy of the raw weights, and equal in both)."""
+        if self._average_model is None or "current_model_state" not in checkpoint:
+            return
+        raw = checkpoint["current_model_state"]
+        average = self._average_model.module
+        with whole_parameters(trainer, writeback=True):
+            for kept, loaded in zip(itertools.chain(average.parameters(), average.buffers()),
+                                    itertools.chain(pl_module.parameters(), pl_module.buffers())):
+                kept.data.copy_(loaded.data)
+            for name, tensor in itertools.chain(pl_module.named_parameters(), pl_module.named_buffers()):
+                if clean_tensor_name(name) in raw:
+                    tensor.data.copy_(raw[clean_tensor_name(name)])
+        for name, value in checkpoint.get("averaging_state", {}).items():
+            self._average_model.get_buffer(name).copy_(value)
 
     def on_train_end(self, trainer, pl_module) -> None:
         """Keep the raw weights in the module (Lightning's default would overwrite them with the average)."""
