@@ -4,7 +4,8 @@ Reads the rows that :mod:`lit_diffusion.evaluate` appended to its CSV and writes
 with the protocol columns (n, reference, sampler, steps, NFE, EMA/raw, extractor, checkpoint hash), followed
 by the published results of the same model families with their citations (:mod:`lit_diffusion.metrics.published`).
 ``plot=nfe`` draws FID against NFE per sampler; ``plot=steps`` FID against the training step, read from
-names of the form ``experiment@step`` (evaluate's ``name=``).
+names of the form ``experiment@step`` (evaluate's ``name=``); ``plot=guidance`` caption accuracy and KID against
+the guidance scale per experiment (the fidelity/diversity trade-off curve of GLIDE and Imagen).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from lit_diffusion.metrics.published import PUBLISHED, published_for
 OURS = ("name", "dataset", "fid", "fid_std", "kid_mean", "precision", "recall", "is_mean", "bpd", "n", "seeds", "reference_id",
         "reference_n", "split", "sampler", "steps", "nfe", "weights", "extractor", "checkpoint_sha256", "wall_seconds")
 THEIRS = ("model", "dataset", "metric", "value", "sampler", "nfe", "experiment", "citation")
-PLOTS = ("nfe", "steps")
+PLOTS = ("nfe", "steps", "guidance")
 
 
 def fmt(value) -> str:
@@ -44,12 +45,19 @@ def markdown(rows: list[dict], columns: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], x: str, path: Path) -> None:
+def plot_path(out: Path, x: str) -> Path:
+    return out.parent / f"{out.name}_{'accuracy_kid' if x == 'guidance' else 'fid'}_vs_{x}.png"
+
+
+def plot(rows: list[dict], x: str, path: Path):
+    """Draw and save the ``x`` plot; returns the (closed) matplotlib figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if x == "guidance":
+        return guidance_plot(rows, path, plt)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     groups: dict[str, list[tuple[float, float]]] = {}
     for r in rows:
@@ -69,8 +77,37 @@ def plot(rows: list[dict], x: str, path: Path) -> None:
     ax.set_ylabel("FID")
     ax.legend()
     ax.grid(alpha=0.3)
+    return save(fig, path, plt)
+
+
+def save(fig, path: Path, plt):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return fig
+
+
+def guidance_plot(rows: list[dict], path: Path, plt):
+    """Caption accuracy (left) and KID × 10³ (right) against the guidance scale w, one line per experiment."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("guidance_scale") not in (None, "") and (r.get("caption_accuracy") or r.get("kid_mean")):
+            groups.setdefault(r["name"].split("@")[0], []).append(r)
+    if not groups:
+        raise UserError("no rows to plot against the guidance scale: plot=guidance needs evaluate rows with "
+                        "guidance_scale and caption_accuracy or kid (metrics=[caption_accuracy,kid])")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, key, scale, label in ((axes[0], "caption_accuracy", 1, "caption accuracy"),
+                                  (axes[1], "kid_mean", 1e3, "KID × 10³")):
+        for name, group in sorted(groups.items()):
+            points = sorted((float(r["guidance_scale"]), float(r[key]) * scale) for r in group if r.get(key))
+            if points:
+                ax.plot(*zip(*points), marker="o", label=name)
+        ax.set_xlabel("guidance scale w (0 unconditional, 1 conditional)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    return save(fig, path, plt)
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -113,7 +150,7 @@ def report(cfg: DictConfig) -> str:
         writer.writerows(rows)
         atomic_write_text(out.with_suffix(".csv"), table.getvalue())
         if cfg.plot:
-            plot(rows, cfg.plot, out.parent / f"{out.name}_fid_vs_{cfg.plot}.png")
+            plot(rows, cfg.plot, plot_path(out, cfg.plot))
     if cfg.wandb:
         import wandb
 

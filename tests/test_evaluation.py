@@ -12,13 +12,14 @@ from hydra import compose, initialize_config_module
 from PIL import Image
 
 from cli import run_cli, train_tiny
+from lit_diffusion.errors import UserError
 from lit_diffusion.evaluate import evaluate
 from lit_diffusion.metrics import (IS_SKIPPED, FeatureExtractor, build_extractor, dataset_reference, extract,
                                    feature_metrics, register_extractor)
 from lit_diffusion.metrics.features import fid_helper_state_dict
 from lit_diffusion.metrics.images import dataset_images, folder_images
 from lit_diffusion.metrics.scores import fid
-from lit_diffusion.report import report
+from lit_diffusion.report import plot, report
 
 MNIST = {"_target_": "lit_diffusion.datamodules.MNISTDataModule", "variant": "bundled_5k", "image_size": 28,
          "channels": 1, "val_fraction": 0.1, "seed": 0, "batch_size": 64}
@@ -163,3 +164,28 @@ def test_callback_logs_fid_and_evaluate_and_report_entries(tmp_path, cache, digi
         report(compose("report", [f"results={results}", f"out={tmp_path}/table"]))
     table = (tmp_path / "table.md").read_text()
     assert "ddpm_mnist" in table and "3.17" in table  # our rows beside the published DDPM CIFAR-10 row
+
+
+def test_report_plots_caption_accuracy_and_kid_against_the_guidance_scale(tmp_path):
+    """plot=guidance: one line per experiment, its points in w order, from evaluate's CSV columns; rows without a
+    guidance scale are left out, and a CSV with none is one clear error."""
+    rows = [{"name": name, "guidance_scale": str(w), "caption_accuracy": str(acc), "kid_mean": str(kid)}
+            for name, points in (("a", ((4, 0.9, 0.02), (0, 0.1, 0.03), (1, 0.6, 0.01))), ("b", ((0, 0.2, 0.05),)))
+            for w, acc, kid in points] + [{"name": "unguided", "fid": "3.0"}]
+    left, right = plot(rows, "guidance", tmp_path / "direct.png").axes
+    lines = {line.get_label(): line for line in left.get_lines()}
+    assert set(lines) == {"a", "b"}
+    assert list(lines["a"].get_xdata()) == [0, 1, 4] and list(lines["a"].get_ydata()) == [0.1, 0.6, 0.9]
+    assert list(right.get_lines()[0].get_ydata()) == pytest.approx([30, 10, 20])  # KID × 10³
+    results = tmp_path / "results.csv"
+    with results.open("w", newline="") as file:
+        writer = csv.DictWriter(file, ["name", "guidance_scale", "caption_accuracy", "kid_mean", "fid"])
+        writer.writeheader()
+        writer.writerows(rows)
+    with initialize_config_module("lit_diffusion.configs", version_base="1.3"):
+        report(compose("report", [f"results={results}", f"out={tmp_path}/table", "plot=guidance"]))
+        image = Image.open(tmp_path / "table_accuracy_kid_vs_guidance.png")
+        assert image.size[0] > image.size[1] > 200  # two panels side by side
+        results.write_text("name,fid\nunguided,3.0\n")
+        with pytest.raises(UserError, match="guidance scale"):
+            report(compose("report", [f"results={results}", f"out={tmp_path}/table", "plot=guidance"]))
