@@ -13,6 +13,7 @@ from lit_diffusion.datamodules.captioned_mnist import CANVAS, compose_pairs
 from lit_diffusion.datamodules.captions import FASHION_MNIST, MNIST, DigitPairCaptions
 from lit_diffusion.errors import UserError
 from lit_diffusion.frozen import Frozen
+from lit_diffusion.metrics.text_alignment import build_text_metrics
 from lit_diffusion.models import DDPM
 from lit_diffusion.networks.attention import TransformerBlock
 from lit_diffusion.text import PretrainedTextEncoder, TextEmbedder, TrainedTextEncoder, fit_wordpiece
@@ -181,3 +182,12 @@ def test_class_captions_name_their_class():
     assert [FASHION_MNIST.label_of(c) for c in FASHION_MNIST.captions(labels)] == labels.tolist()
     assert [MNIST.label_of(c) for c in MNIST.captions(labels)] == labels.tolist()
     assert FASHION_MNIST.label_of("a photo of a zebra") is None
+
+
+def test_clip_score_without_reachable_weights_is_skipped_with_one_message(tmp_path):
+    """No CLIP weights offline: clip_score is left out with a message naming the fix, the other metrics stay."""
+    metrics, skipped = build_text_metrics(["clip_score"], None, ["a photo of a 3"], str(tmp_path / "no_clip"))
+    assert metrics == [] and len(skipped) == 1
+    assert skipped[0].startswith("clip_score skipped") and "clip_model=/path/to/folder" in skipped[0]
+    with pytest.raises(UserError, match="prompt"):
+        build_text_metrics(["clip_score"], None, None, str(tmp_path / "no_clip"))
