@@ -42,13 +42,14 @@ def main() -> None:
     copied[:, :, past:] = references[:, :, past - 1:past]
     ssim, psnr = frame_scores(copied, references, predicted)
     results["prediction_copy_last_frame"] = {"ssim": ssim.mean().item(), "psnr": psnr.mean().item()}
-    missing = (frame_mask("interpolation", frames, past, future) == 0).nonzero().flatten().tolist()
+    between = frame_mask("interpolation", frames, past, future) == 0
+    missing = between.nonzero().flatten().tolist()
     start, end = references[:, :, past - 1], references[:, :, frames - future]
     blended = references.clone()
     for j, t in enumerate(missing):
         weight = (j + 1) / (len(missing) + 1)
         blended[:, :, t] = (1 - weight) * start + weight * end
-    ssim, psnr = frame_scores(blended, references, frame_mask("interpolation", frames, past, future) == 0)
+    ssim, psnr = frame_scores(blended, references, between)
     results["interpolation_linear_blend"] = {"ssim": ssim.mean().item(), "psnr": psnr.mean().item()}
     results["protocol"] = {"n": args.n, "split": "val", "past": past, "future": future, "frames": frames}
     print(json.dumps(results, indent=1))

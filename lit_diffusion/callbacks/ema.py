@@ -113,8 +113,8 @@ class EMA(WeightAveraging):
                                     itertools.chain(pl_module.parameters(), pl_module.buffers())):
                 kept.data.copy_(loaded.data)
             for name, tensor in itertools.chain(pl_module.named_parameters(), pl_module.named_buffers()):
-                if clean_tensor_name(name) in raw:
-                    tensor.data.copy_(raw[clean_tensor_name(name)])
+                if (name := clean_tensor_name(name)) in raw:
+                    tensor.data.copy_(raw[name])
         for name, value in checkpoint.get("averaging_state", {}).items():
             self._average_model.get_buffer(name).copy_(value)
 

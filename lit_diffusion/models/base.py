@@ -21,9 +21,9 @@ from __future__ import annotations
 from typing import Any, Mapping, NamedTuple
 
 import lightning as L
-from lightning.pytorch.strategies import FSDPStrategy
 import numpy as np
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 from torch import Tensor
 
 import lit_diffusion
