@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("e2e") / "run"
-    proc = train_tiny(run_dir)
+    proc = train_tiny(run_dir, "+callbacks@callbacks.throughput=throughput", "callbacks.throughput.window_size=2")
     return run_dir, proc
 
 
@@ -34,6 +34,8 @@ def test_training_writes_checkpoints_grids_and_metrics(trained):
     assert len(losses) == 4 and all(loss > 0 for loss in losses)
     assert any(r.get("val/loss") for r in rows)
     assert "last sample grid" in proc.stdout
+    samples = [int(r["train/samples"]) for r in rows if r.get("train/samples")]  # ThroughputMonitor, batch_size()
+    assert samples == [8, 16, 24, 32] and sum(bool(r.get("train/device/samples_per_sec")) for r in rows) >= 2
 
 
 def test_checkpoint_is_safe_and_self_contained(trained):

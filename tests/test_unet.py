@@ -314,3 +314,11 @@ def test_image_size_not_divisible_raises():
 def test_unknown_time_embedding_raises():
     with pytest.raises(ValueError, match="time_embedding"):
         UNet(image_size=16, base_channels=8, time_embedding="learned")
+
+
+def test_num_head_channels_not_dividing_an_attention_block_raises():
+    assert UNet(image_size=16, base_channels=16, channel_mult=(1, 2), attention_resolutions=(8,), num_groups=8,
+                num_head_channels=16).mid[1].num_heads == 2
+    with pytest.raises(ValueError, match="num_head_channels=64 must divide the 32 channels"):
+        UNet(image_size=16, base_channels=16, channel_mult=(1, 2), attention_resolutions=(8,), num_groups=8,
+             num_head_channels=64)

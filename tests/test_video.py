@@ -18,7 +18,7 @@ from lit_diffusion.datamodules.video_folder import VideoFolderDataModule
 from lit_diffusion.errors import UserError
 from lit_diffusion.metrics.video import best_of_n, frame_scores, frechet_distance
 from lit_diffusion.models import DDPM
-from lit_diffusion.networks import UNet, VideoUNet
+from lit_diffusion.networks import UNet, VideoUNet, video_unet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -123,6 +123,45 @@ def test_temporal_attention_with_one_frame_equals_the_image_model():
     assert torch.allclose(first, out[:1], atol=1e-5)  # a sample does not depend on the others
     with pytest.raises(ValueError, match="max_frames"):
         video(torch.randn(1, 1, 9, 16, 16), sigma[:1], {"concat": torch.randn(1, 2, 9, 16, 16), "frames": independent[:1]})
+
+
+def test_activation_checkpointing_recomputes_the_temporal_blocks():
+    """Checkpointed blocks recompute during backward, after forward has reset the frame layout: the loss and every
+    gradient (the temporal attention's included) equal those of the plain forward pass."""
+    _, video = image_and_video_unets()
+    video.train()
+    x, concat, sigma = torch.randn(2, 1, 4, 16, 16), torch.randn(2, 2, 4, 16, 16), torch.tensor([2.0, 30.0])
+
+    def loss_and_grads():
+        loss = video(x, sigma, {"concat": concat}).square().mean()
+        return loss, torch.autograd.grad(loss, list(video.parameters()))
+
+    loss, grads = loss_and_grads()
+    video.checkpoint = True
+    loss_ckpt, grads_ckpt = loss_and_grads()
+    assert torch.equal(loss, loss_ckpt)
+    temporal = [i for i, (name, _) in enumerate(video.named_parameters()) if "relative_bias" in name]
+    assert temporal and all(grads[i].abs().sum() > 0 for i in temporal)
+    for g, g_ckpt in zip(grads, grads_ckpt):
+        torch.testing.assert_close(g_ckpt, g, rtol=1e-5, atol=1e-6)
+
+
+def test_temporal_attention_in_chunks_equals_one_call(monkeypatch):
+    """Temporal attention splits its B·H·W sequences into chunks of at most MAX_ATTENTION_BATCH / heads (a CUDA
+    kernel limit); the output and the gradients do not change."""
+    _, video = image_and_video_unets()
+    x, concat, sigma = torch.randn(2, 1, 3, 16, 16), torch.randn(2, 2, 3, 16, 16), torch.tensor([2.0, 30.0])
+
+    def output_and_grads():
+        out = video(x, sigma, {"concat": concat})
+        return out, torch.autograd.grad(out.square().mean(), list(video.parameters()))
+
+    out, grads = output_and_grads()
+    monkeypatch.setattr(video_unet, "MAX_ATTENTION_BATCH", 7)  # 2 · 8² sequences, 1 head: 19 chunks
+    chunked, grads_chunked = output_and_grads()
+    torch.testing.assert_close(chunked, out, rtol=1e-5, atol=1e-6)
+    for g, g_chunked in zip(grads, grads_chunked):
+        torch.testing.assert_close(g_chunked, g, rtol=1e-5, atol=1e-6)
 
 
 def test_frame_masks_of_the_three_tasks():

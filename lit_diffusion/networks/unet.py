@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 
 import torch
@@ -269,6 +270,10 @@ class UNet(nn.Module):
                             num_groups=num_groups, skip_rescale=skip_rescale)
 
         def attention(channels: int) -> nn.Module:
+            if num_head_channels and channels % num_head_channels:
+                raise ValueError(f"num_head_channels={num_head_channels} must divide the {channels} channels of "
+                                 f"every attention block (base_channels={base_channels} × channel_mult); set "
+                                 f"num_head_channels to a divisor of {channels} or raise base_channels")
             heads = channels // num_head_channels if num_head_channels else num_heads
             return block(channels, num_heads=heads)
 
@@ -334,7 +339,8 @@ class UNet(nn.Module):
         context_mask = cond.get("crossattn_mask")
 
         checkpointed = self.checkpoint and self.training and torch.is_grad_enabled()
-        run = partial(torch.utils.checkpoint.checkpoint, use_reentrant=False) if checkpointed else _call
+        run = (partial(torch.utils.checkpoint.checkpoint, use_reentrant=False, context_fn=self.checkpoint_contexts)
+               if checkpointed else _call)
         hs = [self.conv_in(x)]
         for block in self.down:
             hs.append(run(block, hs[-1], emb, context, context_mask))
@@ -342,6 +348,11 @@ class UNet(nn.Module):
         for block in self.up:
             h = run(block, torch.cat([h, hs.pop()], dim=1), emb, context, context_mask)
         return self.out(h)
+
+    def checkpoint_contexts(self) -> tuple[AbstractContextManager, AbstractContextManager]:
+        """The contexts a checkpointed block runs in: its forward pass and its recomputation during backward
+        (``torch.utils.checkpoint``'s ``context_fn``); none for the 2-D UNet."""
+        return nullcontext(), nullcontext()
 
     def _check_cond(self, x: Tensor, cond: Mapping[str, Tensor]) -> None:
         """Raise a ValueError naming the fix unless ``cond`` holds exactly the configured routes' inputs

@@ -16,7 +16,8 @@ network is exactly the 2-D UNet applied per frame: the 2-D UNet's state dict loa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_diffusion.networks.unet import AttentionBlock, SpatialTransformer, UNet, group_norm, zero_init
+
+
+MAX_ATTENTION_BATCH = 65535
+"""Most (sequences × heads) per attention call.  Temporal attention runs one sequence per video and pixel
+(B·H·W of them); beyond 65,535 (CUDA's grid limit) PyTorch's memory-efficient attention fails in the backward pass
+with a broadcast bias (seen on an H200 with video_ucf101: 16 videos × 32² pixels × 4 heads), so larger batches are
+attended in chunks: the same result."""
 
 
 @dataclass
@@ -73,7 +81,9 @@ class TemporalAttention(nn.Module):
         bt, c, height, width = x.shape
         h = self.norm(x).unflatten(0, (-1, frames)).permute(0, 3, 4, 1, 2).flatten(0, 2)  # (B·H·W, T, C)
         q, k, v = self.qkv(h).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)  # (B·H·W, heads, T, ·)
-        h = F.scaled_dot_product_attention(q, k, v, attn_mask=self.position_bias(frames).to(q.dtype))
+        bias, chunk = self.position_bias(frames).to(q.dtype), max(1, MAX_ATTENTION_BATCH // self.num_heads)
+        h = torch.cat([F.scaled_dot_product_attention(q[i:i + chunk], k[i:i + chunk], v[i:i + chunk], attn_mask=bias)
+                       for i in range(0, q.shape[0], chunk)])
         h = self.proj(h.transpose(1, 2).flatten(2))  # (B·H·W, T, C)
         h = h.unflatten(0, (-1, height, width)).permute(0, 3, 4, 1, 2).flatten(0, 1)  # (B·T, C, H, W)
         return x + h * video.repeat_interleave(frames).to(h.dtype)[:, None, None, None]
@@ -132,9 +142,20 @@ class VideoUNet(UNet):
             noise_cond = noise_cond.reshape(batch).repeat_interleave(frames)
         per_frame = {key: fold_frames(value) if key == "concat" else value.repeat_interleave(frames, 0)
                      for key, value in cond.items()}
+        with self.frame_layout(frames, video):
+            out = super().forward(fold_frames(x), noise_cond, per_frame or None)
+        return unfold_frames(out, frames)
+
+    @contextmanager
+    def frame_layout(self, frames: int, video: Tensor | None) -> Iterator[None]:
+        """The temporal blocks see ``frames`` per video (and which samples are videos) inside this context."""
         self.layout.frames, self.layout.video = frames, video
         try:
-            out = super().forward(fold_frames(x), noise_cond, per_frame or None)
+            yield
         finally:
             self.layout.frames, self.layout.video = 1, None
-        return unfold_frames(out, frames)
+
+    def checkpoint_contexts(self) -> tuple[AbstractContextManager, AbstractContextManager]:
+        """A checkpointed block recomputes during backward, after :meth:`forward` has reset the layout: recompute
+        it under the layout of the forward pass that saved it."""
+        return nullcontext(), self.frame_layout(self.layout.frames, self.layout.video)
