@@ -37,6 +37,7 @@ from lit_diffusion.images import save_grid, to_uint8
 from lit_diffusion.metrics import build_extractor, dataset_reference, extract, feature_metrics
 from lit_diffusion.metrics.features import file_sha256
 from lit_diffusion.metrics.images import dataset_split
+from lit_diffusion.metrics.judge import classification_accuracy
 from lit_diffusion.randomness import PerImageGenerator
 from lit_diffusion.sampling import resolve_sampler
 from lit_diffusion.tasks import ddib, ilvr, low_pass, repaint, sdedit
@@ -54,7 +55,28 @@ def unconditional(model):
     if model.conditioner.input_keys:
         raise UserError(f"the editing tasks need an unconditional model; this checkpoint is conditioned on "
                         f"{model.conditioner.input_keys}: use one trained with conditioner=none")
-    return lambda x, sigma: model.sampling_denoiser(x, sigma, {})
+    return conditioned(model, {})
+
+
+def conditioned(model, conditions: dict[str, Tensor]):
+    """D(x, σ) of ``model`` under fixed raw conditions (e.g. ``{"label": labels}``, one per image)."""
+    cond = model.conditioner(conditions)
+    return lambda x, sigma: model.sampling_denoiser(x, sigma, cond)
+
+
+def class_pairs(pairs, models: dict) -> Tensor | None:
+    """``task.class_pairs`` as a lookup tensor (source class k → target class pairs[k]), after checking that both
+    models are class-conditional; None for DDIB between unconditional models."""
+    if pairs is None:
+        for model in models.values():
+            unconditional(model)
+        return None
+    for role, model in models.items():
+        if model.conditioner.input_keys != ["label"]:
+            raise UserError(f"task.class_pairs translates between class-conditional models, but the {role} checkpoint "
+                            f"is conditioned on {model.conditioner.input_keys or 'nothing'}: train both with "
+                            f"conditioner=class (e.g. experiment=cfg_mnist), or set task.class_pairs=null")
+    return torch.as_tensor(list(pairs), dtype=torch.long, device=models["source"].device)
 
 
 def data_config(cfg: DictConfig, model, pairs: dict | None) -> dict:
@@ -155,7 +177,7 @@ def edit(cfg: DictConfig) -> dict:
              "sdedit": lambda: {"degradation": guide_config(cfg.guide)}}.get(name, lambda: None)()
     device = resolve_device(cfg.device)
     model = model_from_checkpoint(cfg.ckpt, cfg.weights, cfg.device)
-    denoiser = unconditional(model)
+    denoiser = None if name == "ddib" else unconditional(model)
     sampler = task_sampler(model, options, to_plain(cfg.sampler))
     data_cfg = data_config(cfg, model, pairs)
     dataset = dataset_split(data_cfg, cfg.split)
@@ -198,18 +220,27 @@ def edit(cfg: DictConfig) -> dict:
             return out
     else:
         target = model_from_checkpoint(cfg.target_ckpt, cfg.weights, cfg.device)
-        target_denoiser = unconditional(target)
+        pairs_of = class_pairs(options.get("class_pairs"), {"source": model, "target": target})
         kid_data = {**(to_plain(target.run_config or {}).get("data") or data_cfg), "pairs": None}
         if cfg.data_root:
             kid_data["root"] = cfg.data_root
 
         def run(batch, generator, first):
-            source = batch["image"]
-            forward = ddib(denoiser, process, target_denoiser, target.process, source, sampler)
-            out = {"input": source, "output": forward.images.clamp(-1, 1), "latent": forward.latents,
-                   "nfe": forward.nfe}
+            source, out = batch["image"], {}
+            if pairs_of is None:
+                there, back = conditioned(model, {}), conditioned(target, {})
+            else:
+                labels = batch["label"].long()
+                if labels.max() >= len(pairs_of):
+                    raise UserError(f"task.class_pairs names a target for classes 0 … {len(pairs_of) - 1}, but the "
+                                    f"source data has class {labels.max().item()}: give one target per source class")
+                out["target_label"] = pairs_of[labels]
+                there, back = conditioned(model, {"label": labels}), conditioned(target, {"label": out["target_label"]})
+            forward = ddib(there, process, back, target.process, source, sampler)
+            out |= {"input": source, "output": forward.images.clamp(-1, 1), "latent": forward.latents,
+                    "nfe": forward.nfe}
             if options.get("cycle"):
-                out["reference"] = ddib(target_denoiser, target.process, denoiser, process, forward.images,
+                out["reference"] = ddib(back, target.process, there, process, forward.images,
                                         sampler).images.clamp(-1, 1)
             return out
 
@@ -217,6 +248,8 @@ def edit(cfg: DictConfig) -> dict:
         parts = run_batches(cfg, model, dataset, run)
     sampling_seconds = time.perf_counter() - start
     metrics = task_metrics(name, parts, options)
+    if "target_label" in parts:  # DDIB between class pairs: does the target's judge see the paired class?
+        metrics |= classification_accuracy(parts["output"], parts["target_label"], kid_data)
     if cfg.kid:
         metrics |= kid_of(cfg, parts["output"], kid_data, device)
     out = Path(cfg.out) if cfg.out else Path(HydraConfig.get().runtime.output_dir)

@@ -21,7 +21,7 @@ items):
   degradations with missing pixels (inpainting, uncropping);
 - ``diversity`` (palette): a second output per item (seed + 1) and the mean SSIM / MSE between the two (Palette
   compares the sample diversity of its L2 and L1 models by pairwise SSIM; lower SSIM = more diverse);
-- ``accuracy``: classification accuracy of the outputs by an independent judge (:func:`classification_accuracy`);
+- ``accuracy``: classification accuracy of the outputs by an independent judge (:func:`~lit_diffusion.metrics.judge.classification_accuracy`);
 - ``fid``, ``kid``: Inception features of the outputs against those of the same items' references (the first
   ``first + n`` images of the split, cached as every dataset reference).
 
@@ -51,7 +51,7 @@ from lit_diffusion.images import interleave_rows, save_grid, to_uint8
 from lit_diffusion.metrics import build_extractor, dataset_reference, extract, feature_metrics
 from lit_diffusion.metrics.features import file_sha256
 from lit_diffusion.metrics.images import dataset_split
-from lit_diffusion.metrics.judge import Judge
+from lit_diffusion.metrics.judge import classification_accuracy
 from lit_diffusion.provenance import versions
 from lit_diffusion.sampling import resolve_sampler
 
@@ -79,18 +79,6 @@ def consistency(outputs: Tensor, references: Tensor, degradation: LowResolution)
     size = (outputs.shape[-2] // degradation.factor, outputs.shape[-1] // degradation.factor)
     down_out, down_ref = (degradation.resize(images.float(), size) for images in (outputs, references))
     return (((down_out - down_ref) / 2) ** 2).mean().item()
-
-
-def classification_accuracy(outputs: Tensor, labels: Tensor | None, data_cfg: dict) -> dict:
-    """Classification accuracy as SR3 and Palette report it (a pretrained classifier's top-1 accuracy on the
-    outputs), with this project's judge trained on the data's real training images standing in for their
-    ImageNet ResNet-50; its accuracy on the held-out real images is recorded beside it."""
-    classes = safe_instantiate(data_cfg).num_classes
-    if labels is None or classes is None:
-        raise UserError("metrics=[accuracy] needs class labels: the data has none (drop accuracy from metrics)")
-    judge = Judge(data_cfg, heads=(classes,))
-    return {"accuracy": judge.correct(outputs, labels).float().mean().item(),
-            "judge_held_out_accuracy": judge.held_out_accuracy}
 
 
 def pair_writing(dataset, key: str, kind: type) -> PairTransform:

@@ -17,9 +17,9 @@ from lit_diffusion.datamodules.pairs import LowResolution, OneOf
 from lit_diffusion.edit import psnr_ssim
 from lit_diffusion.errors import UserError
 from lit_diffusion.config import to_plain
-from lit_diffusion.image_to_image import classification_accuracy, consistency, image_to_image
+from lit_diffusion.image_to_image import consistency, image_to_image
 from lit_diffusion.metrics.images import dataset_split
-from lit_diffusion.metrics.judge import Judge
+from lit_diffusion.metrics.judge import Judge, classification_accuracy
 from lit_diffusion.models import SR3, Regression
 from lit_diffusion.models.sr3 import piecewise_uniform_gamma
 

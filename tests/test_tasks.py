@@ -280,6 +280,34 @@ def test_edit_other_tasks_end_to_end(tiny_checkpoint, tmp_path, task):
         assert result["target_checkpoint_sha256"] == result["checkpoint_sha256"] and result["nfe"] == 1 + 3 + 4
 
 
+@pytest.fixture(scope="module")
+def class_checkpoint(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("edit_class") / "run"
+    train_tiny(run_dir, "conditioner=class", "trainer.max_steps=2", "logger=none", "callbacks.evaluation=null",
+               "callbacks.sample_grid=null")
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.slow
+def test_ddib_between_class_pairs(class_checkpoint, tiny_checkpoint, tmp_path):
+    """Class-conditional DDIB (Su et al.'s ImageNet setting): source class k encoded under label k, decoded under
+    class_pairs[k]; the target's judge scores whether the output shows the paired class."""
+    out = tmp_path / "pairs"
+    run_cli("lit_diffusion.edit", "task=ddib", f"ckpt={class_checkpoint}", f"target_ckpt={class_checkpoint}",
+            "task.class_pairs=[9,8,7,6,5,4,3,2,1,0]", "sampler.steps=4", "n=4", "batch_size=3", f"out={out}",
+            cwd=tmp_path)
+    result = json.loads((out / "metrics.json").read_text())
+    assert {"accuracy", "judge_held_out_accuracy", "cycle_mse"} <= set(result["metrics"])
+    assert 0 <= result["metrics"]["accuracy"] <= 1 and result["task_options"]["class_pairs"][0] == 9
+    assert result["nfe"] == 1 + 3 + 4 and len(list((out / "output").glob("*.png"))) == 4
+    for overrides, message in [([f"target_ckpt={tiny_checkpoint}", "task.class_pairs=[0,1]"], "the target checkpoint"),
+                               ([f"target_ckpt={class_checkpoint}"], "an unconditional model"),
+                               ([f"target_ckpt={class_checkpoint}", "task.class_pairs=[0,1]"], "one target per")]:
+        proc = run_cli("lit_diffusion.edit", "task=ddib", f"ckpt={class_checkpoint}", "n=4", "sampler.steps=2",
+                       f"out={tmp_path / 'bad'}", *overrides, cwd=tmp_path, check=False)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
 @pytest.mark.slow
 def test_edit_bad_input_is_one_user_error(tiny_checkpoint, tmp_path):
     for overrides, message in [(["task=ddib"], "target_ckpt=PATH"), (["mask=zigzag"], "unknown mask 'zigzag'"),

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_diffusion.config import safe_instantiate
+from lit_diffusion.errors import UserError
 from lit_diffusion.files import atomic_write
 from lit_diffusion.metrics.images import cache_fields
 from lit_diffusion.metrics.reference import cache_dir, reference_id
@@ -107,3 +108,14 @@ class Judge:
                          "training split, seed 0", "judge_held_out_accuracy": self.held_out_accuracy,
                 "judge_cache": str(self.path)}
 
+
+def classification_accuracy(outputs: Tensor, labels: Tensor | None, data_cfg: dict) -> dict:
+    """Classification accuracy as SR3 and Palette report it (a pretrained classifier's top-1 accuracy on the
+    outputs), with this project's judge trained on the data's real training images standing in for their
+    ImageNet ResNet-50; its accuracy on the held-out real images is recorded beside it."""
+    classes = safe_instantiate(data_cfg).num_classes
+    if labels is None or classes is None:
+        raise UserError("metrics=[accuracy] needs class labels: the data has none (drop accuracy from metrics)")
+    judge = Judge(data_cfg, heads=(classes,))
+    return {"accuracy": judge.correct(outputs, labels).float().mean().item(),
+            "judge_held_out_accuracy": judge.held_out_accuracy}
