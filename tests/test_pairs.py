@@ -11,7 +11,7 @@ from PIL import Image
 from test_datamodules import scaled, write_cifar, write_idx_set
 
 from lit_diffusion.datamodules import CIFAR10DataModule, MNISTDataModule
-from lit_diffusion.datamodules.pairs import JPEG, Blur, Grayscale, LowResolution, Mask, Quantize
+from lit_diffusion.datamodules.pairs import JPEG, Blur, Grayscale, LowResolution, Mask, OneOf, Quantize
 from lit_diffusion.errors import UserError
 from lit_diffusion.metrics.images import dataset_split
 
@@ -182,6 +182,13 @@ def test_grayscale_weights_on_known_colours():
     gray = apply(Grayscale(), pixels.T.reshape(3, 2, 2))["gray"]
     expected = torch.tensor([[[0.299 - 0.587 - 0.114, -0.299 + 0.587 - 0.114], [-0.299 - 0.587 + 0.114, 1.0]]])
     torch.testing.assert_close(gray, expected, rtol=0, atol=1e-6)
+    rgb = apply(Grayscale(channels=3), pixels.T.reshape(3, 2, 2))["gray"]  # colorization's source in a generalist
+    assert rgb.shape == (3, 2, 2) and all(torch.equal(channel, gray[0]) for channel in rgb)
+    chosen = OneOf({"colorize": {"_target_": PAIRS + "Grayscale", "channels": 3}})
+    out = chosen({"image": pixels.T.reshape(3, 2, 2)}, torch.Generator().manual_seed(0))
+    assert torch.equal(out["source"], rgb) and torch.equal(out["mask"], torch.ones(1, 2, 2))
+    with pytest.raises(UserError, match="channels must be 1"):
+        Grayscale(channels=2)
 
 
 # ----------------------------------------------------------------------------------------------- errors

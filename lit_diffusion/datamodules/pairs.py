@@ -259,12 +259,16 @@ def free_form_mask(height: int, width: int, generator: torch.Generator, *, min_t
 
 
 class Grayscale(PairTransform):
-    """The luma of an RGB ``image`` as one channel, with the ITU-R 601-2 weights (PIL's ``convert("L")``)."""
+    """The luma of an RGB ``image``, with the ITU-R 601-2 weights (PIL's ``convert("L")``): one channel, or
+    ``channels=3`` copies of it (a grey RGB image), so that colorization's source shares the concat channels of the
+    other degradations in a Palette generalist (a :class:`OneOf` choice)."""
 
     WEIGHTS = (0.299, 0.587, 0.114)
 
-    def __init__(self, key: str = "gray"):
-        self.keys = (key,)
+    def __init__(self, key: str = "gray", channels: int = 1):
+        if channels not in (1, 3):
+            raise UserError(f"Grayscale channels must be 1 (the luma) or 3 (the luma copied to RGB), got {channels!r}")
+        self.keys, self.channels = (key,), channels
 
     def check(self, image_shape: ImageShape) -> None:
         if image_shape[0] != 3:
@@ -273,7 +277,7 @@ class Grayscale(PairTransform):
     def __call__(self, sample: dict[str, Any], generator: torch.Generator) -> dict[str, torch.Tensor]:
         image = sample["image"]
         weights = torch.tensor(self.WEIGHTS, dtype=image.dtype).view(3, 1, 1)
-        return {self.keys[0]: (image * weights).sum(0, keepdim=True)}
+        return {self.keys[0]: (image * weights).sum(0, keepdim=True).expand(self.channels, -1, -1).clone()}
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
