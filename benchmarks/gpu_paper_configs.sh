@@ -30,13 +30,16 @@ python benchmarks/stand_in_data.py "$DATA" $(for name in $CONFIGS; do echo "${RO
 declare -A BATCH=([sr3_celebahq_16_128]="64 (paper 256)" [palette_imagenet_256]="16 (paper 1024)"
                   [anoddpm_mvtec]="8 (paper)" [video_ucf101]="16 (config)" [segdiff_brats]="8 (config)")
 
+MEMORY=(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits)
 for name in $CONFIGS; do
   batch=${BATCH[$name]%% *}
-  memory() { [ "$GPU" = 1 ] && nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits || echo 0; }
-  baseline=$(memory)
-  if [ "$GPU" = 1 ]; then nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$WORK/$name.mem" &
-  else echo 0 > "$WORK/$name.mem"; sleep 1000000 & fi
-  smi=$!
+  baseline=0 smi=
+  : > "$WORK/$name.mem"
+  if [ "$GPU" = 1 ]; then
+    baseline=$("${MEMORY[@]}")
+    "${MEMORY[@]}" -lms 200 > "$WORK/$name.mem" &
+    smi=$!
+  fi
   start=$(date +%s)
   timeout "${RUN_TIMEOUT:-120}" python -m lit_diffusion.run experiment="$name" trainer="$TRAINER" data.root="$DATA/${ROOT[$name]}" \
     data.batch_size="$batch" data.num_workers=8 trainer.max_steps="$STEPS" trainer.log_every_n_steps=5 \
@@ -44,13 +47,12 @@ for name in $CONFIGS; do
     callbacks.model_checkpoint=null callbacks.sample_grid=null callbacks.evaluation=null \
     hydra.run.dir="$WORK/$name" $EXTRA > "$WORK/$name.log" 2>&1
   rc=$?
-  kill $smi
+  [ -n "$smi" ] && kill "$smi"
   python - "$WORK" "$name" "$rc" "$start" "$baseline" "${BATCH[$name]}" <<'PY' | tee -a "$OUT/summary.txt"
 import csv, os, re, sys, time
 work, name, rc, start, baseline, batch = sys.argv[1:]
-last = {}
-for row in csv.DictReader(open(os.path.join(work, name, "csv", "metrics.csv"))) if os.path.exists(
-        os.path.join(work, name, "csv", "metrics.csv")) else []:
+last, metrics = {}, os.path.join(work, name, "csv", "metrics.csv")
+for row in csv.DictReader(open(metrics)) if os.path.exists(metrics) else []:
     last.update({k: v for k, v in row.items() if v})
 readings = [int(v) for v in open(os.path.join(work, name + ".mem")).read().split() if v.isdigit()]
 log = open(os.path.join(work, name + ".log"), errors="replace").read()

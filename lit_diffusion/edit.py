@@ -64,13 +64,9 @@ def conditioned(model, conditions: dict[str, Tensor]):
     return lambda x, sigma: model.sampling_denoiser(x, sigma, cond)
 
 
-def class_pairs(pairs, models: dict) -> Tensor | None:
+def class_pairs(pairs, models: dict) -> Tensor:
     """``task.class_pairs`` as a lookup tensor (source class k → target class pairs[k]), after checking that both
-    models are class-conditional; None for DDIB between unconditional models."""
-    if pairs is None:
-        for model in models.values():
-            unconditional(model)
-        return None
+    models are class-conditional."""
     for role, model in models.items():
         if model.conditioner.input_keys != ["label"]:
             raise UserError(f"task.class_pairs translates between class-conditional models, but the {role} checkpoint "
@@ -220,7 +216,10 @@ def edit(cfg: DictConfig) -> dict:
             return out
     else:
         target = model_from_checkpoint(cfg.target_ckpt, cfg.weights, cfg.device)
-        pairs_of = class_pairs(options.get("class_pairs"), {"source": model, "target": target})
+        if options.get("class_pairs") is None:
+            pairs_of, fixed = None, (unconditional(model), unconditional(target))
+        else:
+            pairs_of = class_pairs(options["class_pairs"], {"source": model, "target": target})
         kid_data = {**(to_plain(target.run_config or {}).get("data") or data_cfg), "pairs": None}
         if cfg.data_root:
             kid_data["root"] = cfg.data_root
@@ -228,7 +227,7 @@ def edit(cfg: DictConfig) -> dict:
         def run(batch, generator, first):
             source, out = batch["image"], {}
             if pairs_of is None:
-                there, back = conditioned(model, {}), conditioned(target, {})
+                there, back = fixed
             else:
                 labels = batch["label"].long()
                 if labels.max() >= len(pairs_of):

@@ -277,7 +277,7 @@ class Grayscale(PairTransform):
     def __call__(self, sample: dict[str, Any], generator: torch.Generator) -> dict[str, torch.Tensor]:
         image = sample["image"]
         weights = torch.tensor(self.WEIGHTS, dtype=image.dtype).view(3, 1, 1)
-        return {self.keys[0]: (image * weights).sum(0, keepdim=True).expand(self.channels, -1, -1).clone()}
+        return {self.keys[0]: (image * weights).sum(0, keepdim=True).repeat(self.channels, 1, 1)}
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
